@@ -1,0 +1,339 @@
+"""Typed configuration: dataclasses, YAML as the file format, checked ``a.b=value`` overrides.
+
+A run's configuration has four sections::
+
+    task: multires            # which method (see ``imtranslate.tasks``)
+    data:  {...}              # DataConfig: where the pairs come from and how they are cut
+    train: {...}              # TrainConfig: the loop (steps, optimiser, EMA, logging, ...)
+    model: {...}              # the task's own dataclass (nets, loss weights, schedule)
+
+Unknown keys are errors (with a "did you mean" hint) and every value is checked against the
+field's type, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------
+# Sections shared by every task
+# --------------------------------------------------------------------------------------------
+@dataclass
+class SyntheticConfig:
+    """The built-in synthetic scenes (see ``imtranslate.data.synthetic``)."""
+
+    input: str = "label"  # what the model translates from: label | contour
+    n_train: int = 256  # scenes in the training split
+    n_val: int = 32  # held-out scenes
+    size: int = 64  # side of each square scene, pixels
+    n_classes: int = 6  # object classes (label 0 is the background)
+    seed: int = 0  # the whole dataset is a function of this seed
+    root: str = ""  # where the scenes are written; "" = <run dir>/synthetic
+
+
+@dataclass
+class DataConfig:
+    """Where training pairs come from and how they are prepared."""
+
+    dataset: str = "synthetic"  # synthetic | folders | aligned | labelmap
+    root: str = ""  # dataset folder; must hold train/ (and optionally val/) or A/ and B/ directly
+    a_dir: str = "A"  # sub-folder of inputs (folders / labelmap)
+    b_dir: str = "B"  # sub-folder of targets, matched to inputs by file stem
+    inst_dir: str = ""  # sub-folder of instance maps (labelmap); "" = none
+    direction: str = "AtoB"  # aligned side-by-side files: AtoB | BtoA
+    input_kind: str = "rgb"  # rgb | grey | label  (label = integer class map, one-hot encoded)
+    output_channels: int = 3  # channels of the target images (3 = RGB, 1 = grey)
+    n_classes: int = 0  # label maps: number of classes (values 0..n_classes-1)
+    dont_care: int = -1  # label maps: value that means "no label" (-1 = none); maps to all-zero
+    use_instance: bool = False  # label maps: add the instance boundary map as one more channel
+    load_size: int = 0  # resize the shorter side to this before cropping (0 = keep)
+    crop_size: int = 64  # random crop (train) / centre crop (val) side; 0 = whole image
+    flip: bool = True  # random horizontal flip in training
+    val_root: str = ""  # held-out data folder; "" = <root>/val if present, else a split
+    val_fraction: float = 0.1  # fraction held out when no val folder exists
+    max_items: int = 0  # use at most this many training pairs (0 = all)
+    num_workers: int = 0  # DataLoader worker processes
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class TrainConfig:
+    """The training loop shared by every task."""
+
+    steps: int = 2000  # total optimisation steps (one D step + one G step each)
+    batch_size: int = 4
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    lr_policy: str = "linear"  # constant | linear | cosine | step
+    lr_decay_start: float = 0.5  # fraction of the run after which linear/cosine decay starts
+    lr_step_every: int = 1000  # step policy: halve the learning rate every this many steps
+    ema_decay: float = 0.999  # EMA of the generator; 0 disables
+    ema_start: int = 0  # step from which the EMA starts averaging (before: copies)
+    amp: str = "none"  # none | bf16 | fp16 (CUDA only; ignored on CPU with a warning)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    seed: int = 0
+    log_every: int = 10  # scalars to TensorBoard / progress bar every N steps
+    image_every: int = 200  # image grids to TensorBoard every N steps (0 = never)
+    val_every: int = 200  # validation (L1 / PSNR / SSIM on held-out data); 0 = only at the end
+    val_batches: int = 0  # limit validation to N batches (0 = all)
+    ckpt_every: int = 500  # checkpoint every N steps (and always at the end)
+    keep_ckpts: int = 3  # keep this many numbered checkpoints besides last.safetensors
+    out_dir: str = "runs"  # numbered run folders are created under this
+    name: str = ""  # run folder name suffix (default: the task name)
+    progress: bool = True  # tqdm progress bar
+    tensorboard: bool = True
+
+
+@dataclass
+class Config:
+    task: str = "multires"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: Any = None  # the task's own dataclass, filled in by ``resolve``
+
+
+# --------------------------------------------------------------------------------------------
+# dict <-> dataclass with type checks
+# --------------------------------------------------------------------------------------------
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value, tp, key: str):
+    """Check ``value`` against the annotation ``tp``; convert where it is lossless."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of options, got {value!r}")
+        return from_dict(tp, value, prefix=key)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return "" if value is None else str(value)
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    return value
+
+
+def _resolve_hints(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls, data: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = _resolve_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        full = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=1)
+            hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown option {full}{hint}; known: {', '.join(names)}")
+        kwargs[k] = _coerce(v, hints[k], full)
+    return cls(**kwargs)
+
+
+def to_dict(obj) -> Any:
+    """Dataclass (nested) -> plain dict of JSON/YAML-friendly values."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Files and overrides
+# --------------------------------------------------------------------------------------------
+def load_yaml(path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping (task:, data:, train:, model:)")
+    base = data.pop("base", None)
+    if base:  # a config may extend another one, relative to its own folder
+        parent = load_yaml((path.parent / base) if not Path(base).is_absolute() else base)
+        data = merge(parent, data)
+    return data
+
+
+def merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_overrides(items) -> dict:
+    """``["train.steps=10", "model.ngf=8"]`` -> nested dict; values are parsed as YAML scalars."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. train.steps=100")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has no key")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override")
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(data: dict) -> Config:
+    """Turn a raw mapping (YAML + overrides) into a fully typed :class:`Config`."""
+    from .tasks import get_task  # late import: tasks import this module
+
+    data = dict(data or {})
+    unknown = set(data) - {"task", "data", "train", "model"}
+    if unknown:
+        raise ConfigError(f"unknown top-level option(s) {sorted(unknown)}; known: task, data, train, model")
+    task_name = data.get("task", "multires")
+    task_cls = get_task(task_name)
+    cfg = Config(
+        task=task_name,
+        data=from_dict(DataConfig, data.get("data") or {}, "data"),
+        train=from_dict(TrainConfig, data.get("train") or {}, "train"),
+        model=from_dict(task_cls.Config, data.get("model") or {}, "model"),
+    )
+    check(cfg)
+    task_cls.check_config(cfg)
+    return cfg
+
+
+def load_config(path=None, overrides=None) -> Config:
+    """YAML file (optional) + ``key=value`` overrides -> typed Config."""
+    data = load_yaml(path) if path else {}
+    data = merge(data, parse_overrides(overrides))
+    return resolve(data)
+
+
+_CHOICES = {
+    "data.dataset": ("synthetic", "folders", "aligned", "labelmap"),
+    "data.input_kind": ("rgb", "grey", "label"),
+    "data.direction": ("AtoB", "BtoA"),
+    "data.synthetic.input": ("label", "contour"),
+    "train.lr_policy": ("constant", "linear", "cosine", "step"),
+    "train.amp": ("none", "bf16", "fp16"),
+}
+
+
+def _get(cfg, dotted):
+    obj = cfg
+    for p in dotted.split("."):
+        obj = getattr(obj, p)
+    return obj
+
+
+def check(cfg: Config) -> None:
+    """Value checks that types alone do not catch."""
+    for key, choices in _CHOICES.items():
+        v = _get(cfg, key)
+        if v not in choices:
+            raise ConfigError(f"{key}: {v!r} is not one of {', '.join(choices)}")
+    t, d = cfg.train, cfg.data
+    if t.steps < 1:
+        raise ConfigError("train.steps must be at least 1")
+    if t.batch_size < 1:
+        raise ConfigError("train.batch_size must be at least 1")
+    if not 0.0 <= t.ema_decay < 1.0:
+        raise ConfigError("train.ema_decay must be in [0, 1)")
+    if d.dataset in ("folders", "aligned", "labelmap") and not d.root:
+        raise ConfigError(f"data.root is required for data.dataset={d.dataset}")
+    if d.dataset == "labelmap" or d.input_kind == "label":
+        if d.dataset != "synthetic" and d.n_classes < 2:
+            raise ConfigError("label-map data needs data.n_classes >= 2")
+    if not t.device.startswith(("auto", "cpu", "cuda")):
+        raise ConfigError(f"train.device: {t.device!r} is not auto, cpu, cuda or cuda:N")
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def config_to_json(cfg: Config) -> str:
+    return json.dumps(to_dict(cfg))
+
+
+def config_from_json(text: str) -> Config:
+    return resolve(json.loads(text))
