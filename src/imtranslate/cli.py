@@ -1,0 +1,222 @@
+"""The ``imtranslate`` command line. It only parses arguments and calls the library.
+
+    imtranslate demo                                   train on built-in synthetic scenes, write report.html
+    imtranslate train [CONFIG.yaml] [key=value ...]    train any task (--dry-run, --resume RUN)
+    imtranslate translate CKPT INPUT... -o OUT         files, folders, globs; each at its own size
+    imtranslate eval CKPT DATA                         L1 / PSNR / SSIM (+ FID / LPIPS with local weights)
+    imtranslate data pairs SRC DST --kind contours     make training pairs from photographs
+    imtranslate data synthetic DST                     write the built-in synthetic scenes
+    imtranslate data check [CONFIG.yaml] [key=value]   run every dataset check, train nothing
+    imtranslate tasks                                  list the methods
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import ImtranslateError
+
+
+def _configs_dir() -> Path:
+    return Path(__file__).parent / "configs"
+
+
+def _find_config(name: str | None) -> str | None:
+    """A YAML path, or the name of a built-in config (``multires_synthetic``)."""
+    if not name:
+        return None
+    p = Path(name)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return str(p)
+    builtin = _configs_dir() / f"{name}.yaml"
+    if builtin.exists():
+        return str(builtin)
+    known = ", ".join(sorted(q.stem for q in _configs_dir().glob("*.yaml")))
+    raise ImtranslateError(f"{name}: no such config file, and not a built-in config (built-in: {known})")
+
+
+def _split_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    """``train`` takes an optional config then key=value pairs, in any order."""
+    config, overrides = None, []
+    for it in items:
+        if "=" in it:
+            overrides.append(it)
+        elif config is None:
+            config = it
+        else:
+            raise ImtranslateError(f"unexpected argument {it!r}: only one config file, then key=value overrides")
+    return config, overrides
+
+
+def cmd_train(args) -> None:
+    from .config import load_config
+    from .train.loop import train
+
+    config, overrides = _split_overrides(args.items)
+    if args.vgg_weights:
+        overrides.append(f"model.vgg_weights={args.vgg_weights}")
+    if args.resume:
+        steps = None
+        for o in overrides:
+            if o.startswith("train.steps="):
+                steps = int(o.split("=", 1)[1])
+            else:
+                raise ImtranslateError(f"--resume continues the saved run; only train.steps=N may be given, not {o!r}")
+        train(None, resume=args.resume, steps=steps, dry_run=args.dry_run)
+        return
+    cfg = load_config(_find_config(config), overrides)
+    train(cfg, dry_run=args.dry_run)
+
+
+def _load_predictor(args):
+    from .infer.predictor import Predictor
+
+    return Predictor.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema,
+                                     batch_size=args.batch_size)
+
+
+def cmd_translate(args) -> None:
+    p = _load_predictor(args)
+    options = {}
+    if args.cluster is not None:
+        options["cluster"] = args.cluster
+    written = p.translate_files(args.inputs, args.output, suffix=args.suffix, progress=not args.quiet,
+                                inst_dir=args.inst_dir, **options)
+    print(f"wrote {len(written)} image(s) to {args.output} ({p.source} weights of {args.checkpoint})")
+
+
+def cmd_eval(args) -> None:
+    from .evaluate import evaluate
+
+    res = evaluate(args.checkpoint, args.data, device=args.device, use_ema=not args.no_ema,
+                   batch_size=args.batch_size, fid_weights=args.fid_weights, lpips_weights=args.lpips_weights,
+                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    width = max(len(k) for k in res["metrics"])
+    print(f"{res['count']} image pair(s) from {args.data}")
+    for k, v in res["metrics"].items():
+        print(f"  {k:<{width}}  {v:.4f}")
+    for k, why in res["skipped"].items():
+        print(f"  {k:<{width}}  skipped: {why}")
+
+
+def cmd_data(args) -> None:
+    from . import data
+
+    if args.data_cmd == "pairs":
+        n = data.make_pairs(args.src, args.dst, args.kind, size=args.size, scale=args.scale, seed=args.seed)
+        print(f"wrote {n} pair(s) to {args.dst}/A and {args.dst}/B")
+    elif args.data_cmd == "synthetic":
+        root = data.generate_synthetic(args.dst, n_train=args.n_train, n_val=args.n_val, size=args.size,
+                                       n_classes=args.n_classes, seed=args.seed)
+        print(f"synthetic scenes in {root} (train/ and val/, each with label/ instance/ contour/ photo/)")
+    elif args.data_cmd == "check":
+        from .config import load_config
+
+        config, overrides = _split_overrides(args.items)
+        cfg = load_config(_find_config(config), overrides)
+        summary = data.check_dataset(cfg.data)
+        print("dataset OK: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(out=args.out, steps=args.steps, vgg_weights=args.vgg_weights, device=args.device, seed=args.seed)
+
+
+def cmd_tasks(args) -> None:
+    from .tasks import get_task, task_names
+
+    for name in task_names():
+        doc = (get_task(name).__module__ and sys.modules[get_task(name).__module__].__doc__ or "").strip()
+        print(f"{name:<10} {doc.splitlines()[0] if doc else ''}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="imtranslate", description="Generative image-to-image translation.",
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--version", action="version", version=f"imtranslate {__import__('imtranslate').__version__}")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train the multi-resolution model on synthetic scenes and write report.html")
+    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: a few CPU minutes)")
+    p.add_argument("--vgg-weights", default=None,
+                   help="VGG-19 weights for the style loss (file); default: the torch cache, else random features")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train a task from a YAML config and key=value overrides")
+    p.add_argument("items", nargs="*", metavar="[CONFIG] [key=value]",
+                   help="a YAML file or built-in config name, then overrides such as train.steps=500")
+    p.add_argument("--resume", metavar="RUN", help="continue a run folder or checkpoint exactly where it stopped")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and stop")
+    p.add_argument("--vgg-weights", metavar="PATH", help="local VGG-19 weights (.safetensors or .pth)")
+    p.set_defaults(func=cmd_train)
+
+    def predictor_args(p):
+        p.add_argument("checkpoint", metavar="CKPT", help="a .safetensors checkpoint written by imtranslate train")
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+        p.add_argument("--batch-size", type=int, default=4)
+        p.add_argument("--no-ema", action="store_true", help="use the raw generator weights, not the EMA")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("translate", help="translate images with a trained checkpoint")
+    predictor_args(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--suffix", default=".png", help="output file extension (default .png)")
+    p.add_argument("--inst-dir", default=None, help="instance maps (same stems) for label inputs that use them")
+    p.add_argument("--cluster", type=int, default=None,
+                   help="pix2pixHD with instance features: which K-means cluster to use for every class")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("eval", help="held-out L1 / PSNR / SSIM (+ FID / LPIPS when their weights are local)")
+    predictor_args(p)
+    p.add_argument("data", metavar="DATA", help="a folder laid out like the training data (e.g. with A/ and B/)")
+    p.add_argument("--fid-weights", default=None, help="Inception-v3 weights file for FID")
+    p.add_argument("--lpips-weights", default=None, help="LPIPS weights file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="TOOL")
+    q = dsub.add_parser("pairs", help="make A/ (input) and B/ (photo) pairs from a folder of photographs")
+    q.add_argument("src")
+    q.add_argument("dst")
+    q.add_argument("--kind", required=True, choices=["contours", "grey", "downscale", "degrade"])
+    q.add_argument("--size", type=int, default=0, help="resize the shorter side to this first (0 = keep)")
+    q.add_argument("--scale", type=int, default=4, help="downscale factor for --kind downscale")
+    q.add_argument("--seed", type=int, default=0)
+    q = dsub.add_parser("synthetic", help="write the built-in synthetic scenes to a folder")
+    q.add_argument("dst")
+    q.add_argument("--n-train", type=int, default=256)
+    q.add_argument("--n-val", type=int, default=32)
+    q.add_argument("--size", type=int, default=64)
+    q.add_argument("--n-classes", type=int, default=6)
+    q.add_argument("--seed", type=int, default=0)
+    q = dsub.add_parser("check", help="run every dataset check of a config and stop")
+    q.add_argument("items", nargs="*", metavar="[CONFIG] [key=value]")
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("tasks", help="list the available methods")
+    p.set_defaults(func=cmd_tasks)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ImtranslateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Predictors: a trained generator rebuilt from a checkpoint file alone, ready to call.
+
+    >>> import imtranslate
+    >>> p = imtranslate.load("runs/0001-multires/checkpoints/last.safetensors")
+    >>> out = p(Image.open("scene.png"))            # PIL in -> PIL out, same size
+    >>> p.translate_files(["a.png", "dir/"], "out/") # files, folders and globs
+
+Every input is translated at its own size: it is padded (reflect) up to the model's size
+multiple and the output is cropped back — never silently resized.
+"""
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, resolve
+from ..data import encode_input, input_read_mode, list_images, read_image, to_uint8, write_image
+from ..errors import DataError, ImtranslateError
+from ..nets import build_net
+from ..tasks import get_task
+from ..train.checkpoint import load_net_weights, load_tensors, read_meta
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns -> a list of image files."""
+    files: list[Path] = []
+    for item in inputs:
+        s = str(item)
+        p = Path(s)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise DataError(p, "folder holds no images")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        elif any(ch in s for ch in "*?["):
+            matched = sorted(Path(m) for m in glob.glob(s, recursive=True) if Path(m).is_file())
+            if not matched:
+                raise DataError(s, "pattern matched no files")
+            files.extend(matched)
+        else:
+            raise DataError(p, "no such file or folder")
+    return files
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (B, C, H, W) on the bottom/right so H and W are multiples; returns the original size."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        # reflect needs the pad to be smaller than the side; replicate covers tiny images
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+class Predictor:
+    """A generator and the recipe (config, task) that turns raw images into its inputs."""
+
+    def __init__(self, G: torch.nn.Module, cfg: Config, extras: dict | None = None, device="cpu",
+                 batch_size: int = 4, source: str = ""):
+        self.G = G.to(device).eval()
+        self.cfg = cfg
+        self.task_cls = get_task(cfg.task)
+        self.extras = {k: v.to(device) for k, v in (extras or {}).items()}
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.source = source
+        self.read_mode = input_read_mode(cfg.data)
+        self.multiple = self.task_cls.size_multiple(self.G, cfg)
+
+    @classmethod
+    def from_checkpoint(cls, path, device: str = "auto", use_ema: bool = True, batch_size: int = 4) -> "Predictor":
+        """Rebuild the generator named in the checkpoint from its saved kwargs and load its weights."""
+        meta = read_meta(path)
+        cfg = resolve(meta["config"])
+        key = meta["generator"]
+        spec = meta["nets"][key]
+        G = build_net(spec["name"], **spec["kwargs"])
+        source = load_net_weights(path, G, key, use_ema=use_ema)
+        extras = load_tensors(path, "extra/")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(G, cfg, extras, device=device, batch_size=batch_size, source=source)
+
+    # ---- encoding ----------------------------------------------------------------------------
+    def encode(self, x, inst=None) -> torch.Tensor:
+        """PIL / ndarray / path -> the model input (C, H, W), exactly as the training data was encoded."""
+        if isinstance(x, (str, Path)):
+            x = read_image(x, self.read_mode)
+        elif not isinstance(x, np.ndarray):  # PIL image
+            from PIL import Image
+
+            if not isinstance(x, Image.Image):
+                raise ImtranslateError(f"cannot translate an object of type {type(x).__name__}; "
+                                       "give a PIL image, a numpy array, a tensor or a path")
+            if self.read_mode == "label":
+                x = np.asarray(x).astype(np.int64)
+            else:
+                x = np.asarray(x.convert("RGB" if self.read_mode == "rgb" else "L"))
+        if isinstance(inst, (str, Path)):
+            inst = read_image(inst, "label")
+        return encode_input(x, self.cfg.data, inst=inst)
+
+    # ---- running -----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def translate_tensor(self, A: torch.Tensor, **options) -> torch.Tensor:
+        """Encoded inputs (B, C, H, W) -> outputs (B, C_out, H, W) in [-1, 1], any H and W."""
+        A = A.to(self.device, torch.float32)
+        A_pad, (h, w) = pad_to_multiple(A, self.multiple)
+        out = self.task_cls.translate(self.G, A_pad, self.cfg, self.extras, **options)
+        return out[..., :h, :w].float()
+
+    def __call__(self, x, inst=None, **options):
+        """Translate one image. PIL in -> PIL out; ndarray in -> uint8 ndarray out; tensor in -> tensor out.
+
+        A tensor is taken as already encoded: (C, H, W) or (B, C, H, W), pictures in [-1, 1].
+        """
+        if torch.is_tensor(x):
+            batched = x.dim() == 4
+            out = self.translate_tensor(x if batched else x[None], **options)
+            return out if batched else out[0]
+        A = self.encode(x, inst)[None]
+        out = to_uint8(self.translate_tensor(A, **options)[0])
+        if isinstance(x, np.ndarray):
+            return out
+        from PIL import Image
+
+        return Image.fromarray(out)
+
+    def translate_files(self, inputs, out_dir, suffix: str = ".png", progress: bool = True,
+                        inst_dir=None, **options) -> list[Path]:
+        """Translate files / folders / globs into ``out_dir`` (one output per input, same stem).
+
+        Images of the same size are batched together (``batch_size``); each keeps its own size.
+        """
+        files = expand_inputs(inputs)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # group by size so batches need no resizing
+        encoded: dict[tuple, list] = {}
+        written: list[Path] = []
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(files), disable=not progress, desc="translate", unit="img")
+
+        def flush(key):
+            items = encoded.pop(key)
+            outs = self.translate_tensor(torch.stack([a for a, _ in items]), **options)
+            for (a, f), o in zip(items, outs):
+                dst = out_dir / (f.stem + suffix)
+                write_image(dst, to_uint8(o))
+                written.append(dst)
+            bar.update(len(items))
+
+        stems = {}
+        for f in files:
+            if f.stem in stems:
+                raise DataError(f, f"has the same name as {stems[f.stem]}; outputs would overwrite each other")
+            stems[f.stem] = f
+            inst = None
+            if inst_dir is not None:
+                cands = [p for p in Path(inst_dir).glob(f.stem + ".*")]
+                if not cands:
+                    raise DataError(Path(inst_dir) / f.stem, "instance map missing for this input")
+                inst = cands[0]
+            A = self.encode(f, inst)
+            key = tuple(A.shape)
+            encoded.setdefault(key, []).append((A, f))
+            if len(encoded[key]) >= self.batch_size:
+                flush(key)
+        for key in list(encoded):
+            flush(key)
+        bar.close()
+        return written

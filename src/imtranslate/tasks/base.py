@@ -1,0 +1,156 @@
+"""What every task (one per method) provides to the training loop and to predictors.
+
+A task is the only place where nets, losses and optimisers meet. The training loop knows
+nothing about GANs: it calls :meth:`Task.train_step` once per step and reads back a dict of
+scalars. Predictors know nothing about a method's internals: they rebuild the generator from
+its registry name and kwargs and call :meth:`Task.translate` on an encoded input.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data import input_channels
+from ..nets import build_net
+
+
+class Task:
+    """Base class. Subclasses set ``name`` and ``Config`` and implement ``build`` and ``train_step``."""
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type]
+    #: the key in ``self.nets`` of the net predictors rebuild
+    generator_key: ClassVar[str] = "G"
+
+    def __init__(self, cfg: Config, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.m = cfg.model
+        self.device = torch.device(device)
+        self.in_channels = input_channels(cfg.data)
+        self.out_channels = cfg.data.output_channels
+        self.nets: dict[str, nn.Module] = {}
+        self.net_specs: dict[str, dict] = {}  # key -> {"name": registry name, "kwargs": {...}}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.base_lr: dict[str, float] = {}
+        amp = cfg.train.amp if self.device.type == "cuda" else "none"
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        # fp16 needs loss scaling; bf16 has fp32's exponent range and does not
+        self.scaler = torch.amp.GradScaler("cuda", enabled=(amp == "fp16"))
+        self.build()
+
+    # ---- construction -------------------------------------------------------------------
+    def build(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def add_net(self, key: str, registry_name: str, **kwargs) -> nn.Module:
+        net = build_net(registry_name, **kwargs).to(self.device)
+        self.nets[key] = net
+        self.net_specs[key] = {"name": registry_name, "kwargs": dict(net.config)}
+        return net
+
+    def add_optimizer(self, key: str, params, lr: float) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        params = list(params)
+        # foreach: one fused kernel launch per parameter group instead of one per tensor
+        opt = torch.optim.Adam(params, lr=lr, betas=(t.beta1, t.beta2), foreach=True)
+        self.optimizers[key] = opt
+        self.base_lr[key] = lr
+        return opt
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Task-specific value checks; raise ConfigError."""
+
+    # ---- training ------------------------------------------------------------------------
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError
+
+    def on_step_start(self, step: int) -> str | None:
+        """Called before every step; staged tasks switch stage here and return a message."""
+        return None
+
+    def stage_at(self, step: int) -> str:
+        return "joint"
+
+    def set_lr(self, step: int) -> None:
+        """Learning rate of every optimiser as a function of the step (no hidden scheduler state)."""
+        f = lr_factor(self.cfg.train, step)
+        for key, opt in self.optimizers.items():
+            for g in opt.param_groups:
+                g["lr"] = self.base_lr[key] * f
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def backward_step(self, loss: torch.Tensor, opt_key: str) -> None:
+        opt = self.optimizers[opt_key]
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def to_device(self, batch: dict) -> dict:
+        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+    # ---- inference -----------------------------------------------------------------------
+    @property
+    def generator(self) -> nn.Module:
+        return self.nets[self.generator_key]
+
+    @classmethod
+    def size_multiple(cls, G: nn.Module, cfg: Config) -> int:
+        """Inputs are padded to a multiple of this before :meth:`translate`."""
+        return int(getattr(G, "multiple", 1))
+
+    @classmethod
+    def translate(cls, G: nn.Module, A: torch.Tensor, cfg: Config, extras: dict | None = None,
+                  batch: dict | None = None, **options) -> torch.Tensor:
+        """Full-size output for an encoded input ``A`` (B, C_in, H, W). Used by validation and predictors.
+
+        ``extras`` are the task's :meth:`extra_tensors` as saved in the checkpoint; ``batch`` is the
+        dataset item (with ``label`` / ``inst`` when present); ``options`` are per-call choices
+        a predictor passes through (e.g. pix2pixHD's ``cluster``).
+        """
+        return G(A)
+
+    def validation_translate(self, G: nn.Module, batch: dict) -> torch.Tensor:
+        return self.translate(G, batch["A"], self.cfg, self.extra_tensors(), batch=batch)
+
+    # ---- extra state saved in checkpoints (e.g. stage, cluster centres) --------------------
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors a predictor needs besides the generator weights."""
+        return {}
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def finish(self, train_loader) -> None:
+        """Called once after the last step (e.g. pix2pixHD clusters its instance features)."""
+
+
+def lr_factor(t, step: int) -> float:
+    """Multiplier of the base learning rate at ``step`` for ``train.lr_policy``."""
+    if t.lr_policy == "constant":
+        return 1.0
+    if t.lr_policy == "step":
+        return 0.5 ** (step // max(1, t.lr_step_every))
+    start = int(t.lr_decay_start * t.steps)
+    if step < start:
+        return 1.0
+    frac = (step - start) / max(1, t.steps - start)
+    if t.lr_policy == "linear":
+        return max(0.0, 1.0 - frac)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))  # cosine
+
+
+def set_requires_grad(nets, flag: bool) -> None:
+    for net in nets if isinstance(nets, (list, tuple)) else [nets]:
+        for p in net.parameters():
+            p.requires_grad_(flag)

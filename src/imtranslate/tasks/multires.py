@@ -1,0 +1,214 @@
+"""The multi-resolution, multi-loss translator (SPEC S1).
+
+The input is shrunk in steps of 1/2 into an N-level pyramid (the original included); one
+encoder per level, finer features fused coarse-ward into a fixed-width bottleneck, and a
+cascaded decoder that takes each level's input features in as it climbs back up
+(``nets/multires.py``). Training sees N outputs, one per level, each with its own losses:
+
+    L = sum_i w_i * ( lambda_l1 * |out_i - B_i| + lambda_gan * GAN(D_i(A_i, out_i)) + lambda_style * Style(out_i, B_i) )
+
+with one PatchGAN ``D_i`` per level and the style loss on Gram matrices of VGG-19 features.
+
+Schedule (coarse to fine, then joint): stage 0 trains the coarsest module alone, stage k adds
+level k (only its modules are trained while ``freeze_trained_levels``), and the last stage
+trains the whole model jointly. Inference: N pyramid inputs, one output of the input's size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ..data import build_pyramid, input_read_mode
+from ..errors import ConfigError
+from ..losses import GANLoss, VGGLoss, l1_loss
+from ..nets.vgg import VGG19Features
+from . import register_task
+from .base import Task, set_requires_grad
+
+PYRAMID_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "area")
+
+
+@dataclass
+class MultiResConfig:
+    n_levels: int = 3  # pyramid levels N (the original + N-1 halvings)
+    pyramid_method: str = "bilinear"  # nearest | bilinear | bicubic | lanczos | area (labels: nearest)
+    ngf: int = 32  # width of the finest level; doubles per coarser level
+    max_channels: int = 256  # width cap and the bottleneck's width
+    n_enc_blocks: int = 1
+    n_bottleneck_down: int = 2
+    n_res_blocks: int = 3
+    n_dec_blocks: int = 1
+    norm: str = "instance"
+    fusion: str = "concat"  # concat | sum
+    ndf: int = 32  # per-level PatchGAN width
+    n_layers_d: int = 3
+    norm_d: str = "instance"
+    gan_mode: str = "lsgan"
+    lambda_l1: float = 100.0
+    lambda_gan: float = 1.0
+    lambda_style: float = 1000.0  # Gram matrices are normalised by C*H*W, hence the large weight
+    style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    level_weights: list[float] = field(default_factory=list)  # per level, coarsest first; [] = equal
+    stage_steps: list[int] = field(default_factory=list)  # steps of each coarse-to-fine stage; [] = stage_fraction
+    stage_fraction: float = 0.15  # with stage_steps empty: each of the N stages gets this share of train.steps
+    freeze_trained_levels: bool = True  # in stage k only level k's modules learn; joint stage: all
+    vgg_weights: str = "imagenet"  # imagenet (torch cache) | random (tests only) | path to a file
+
+
+@register_task
+class MultiResTask(Task):
+    name = "multires"
+    Config = MultiResConfig
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        m = cfg.model
+        if m.n_levels < 1:
+            raise ConfigError("model.n_levels must be at least 1")
+        if m.pyramid_method not in PYRAMID_METHODS:
+            raise ConfigError(f"model.pyramid_method: {m.pyramid_method!r} is not one of {', '.join(PYRAMID_METHODS)}")
+        if m.stage_steps and len(m.stage_steps) != m.n_levels:
+            raise ConfigError(f"model.stage_steps needs {m.n_levels} entries (one per coarse-to-fine stage), "
+                              f"got {len(m.stage_steps)}")
+        if m.level_weights and len(m.level_weights) != m.n_levels:
+            raise ConfigError(f"model.level_weights needs {m.n_levels} entries (coarsest first)")
+        if m.fusion not in ("concat", "sum"):
+            raise ConfigError(f"model.fusion: {m.fusion!r} is not concat or sum")
+        if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
+            raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
+        if sum(cls.stage_bounds(cfg)[:-1]) > cfg.train.steps and not m.stage_steps:
+            raise ConfigError("model.stage_fraction * n_levels exceeds the run; lower model.stage_fraction")
+
+    # ---- schedule ----------------------------------------------------------------------------
+    @staticmethod
+    def stage_bounds(cfg) -> list[int]:
+        """Steps of each stage: N coarse-to-fine stages, then the joint stage (the rest of the run)."""
+        m, steps = cfg.model, cfg.train.steps
+        lengths = list(m.stage_steps) or [int(round(m.stage_fraction * steps))] * m.n_levels
+        return lengths + [max(0, steps - sum(lengths))]
+
+    def stage_index(self, step: int) -> int:
+        """0..N-1: coarse-to-fine stage adding level k; N: joint."""
+        edge = 0
+        for k, length in enumerate(self.stage_bounds(self.cfg)):
+            edge += length
+            if step < edge:
+                return k
+        return self.m.n_levels
+
+    def stage_at(self, step: int) -> str:
+        k = self.stage_index(step)
+        return "joint" if k >= self.m.n_levels else f"level{k}"
+
+    def on_step_start(self, step: int) -> str | None:
+        k = self.stage_index(step)
+        if k == self.stage:
+            return None
+        self.set_stage(k)
+        n = self.m.n_levels
+        return (f"stage joint: all {n} levels train together" if k >= n
+                else f"stage level{k}: {k + 1} of {n} levels active, training level {k}")
+
+    def set_stage(self, k: int) -> None:
+        G, n = self.nets["G"], self.m.n_levels
+        self.stage = k
+        active = n if k >= n else k + 1
+        G.set_active_levels(active)
+        if k >= n or not self.m.freeze_trained_levels:
+            set_requires_grad(G, True)
+        else:
+            set_requires_grad(G, False)
+            for p in G.level_parameters(k):
+                p.requires_grad_(True)
+        for i in range(n):  # only the discriminators of active levels learn
+            set_requires_grad(self.nets[f"D{i}"], i < active)
+
+    # ---- construction ------------------------------------------------------------------------
+    def build(self) -> None:
+        m = self.m
+        G = self.add_net("G", "multires", in_channels=self.in_channels, out_channels=self.out_channels,
+                         n_levels=m.n_levels, ngf=m.ngf, max_channels=m.max_channels, n_enc_blocks=m.n_enc_blocks,
+                         n_bottleneck_down=m.n_bottleneck_down, n_res_blocks=m.n_res_blocks,
+                         n_dec_blocks=m.n_dec_blocks, norm=m.norm, fusion=m.fusion)
+        Ds = [self.add_net(f"D{i}", "patch", in_channels=self.in_channels + self.out_channels,
+                           ndf=m.ndf, n_layers=m.n_layers_d, norm=m.norm_d) for i in range(m.n_levels)]
+        self.gan = GANLoss(m.gan_mode)
+        self.vgg_loss = None
+        if m.lambda_style > 0:
+            vgg = VGG19Features(layers=tuple(m.style_layers), weights=m.vgg_weights).to(self.device)
+            self.vgg_loss = VGGLoss(vgg, perceptual_layers=(), style_layers=tuple(m.style_layers))
+        self.add_optimizer("G", G.parameters(), self.cfg.train.lr_g)
+        self.add_optimizer("D", [p for D in Ds for p in D.parameters()], self.cfg.train.lr_d)
+        w = list(m.level_weights) or [1.0] * m.n_levels
+        self.level_weights = w
+        self.input_is_label = input_read_mode(self.cfg.data) == "label"
+        self.stage = -1
+        self.set_stage(self.stage_index(0))
+
+    # ---- training ------------------------------------------------------------------------------
+    def pyramids(self, batch: dict):
+        A = build_pyramid(batch["A"], self.m.n_levels, self.m.pyramid_method, is_label=self.input_is_label)
+        # targets are pictures: always the configured interpolation (never nearest-forced)
+        B = build_pyramid(batch["B"], self.m.n_levels, self.m.pyramid_method)
+        return A, B
+
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        G, m = self.nets["G"], self.m
+        A_pyr, B_pyr = self.pyramids(batch)  # coarsest first
+        active = G.active_levels
+        Ds = [self.nets[f"D{i}"] for i in range(active)]
+        w = self.level_weights[:active]
+        wsum = sum(w)
+        with self.autocast():
+            outs = G(A_pyr, return_all=True)  # list of `active` tensors, coarsest first
+
+        # ---- D phase: every active level's discriminator on (input, real) vs (input, fake)
+        with self.autocast():
+            loss_d = sum(wi * 0.5 * self.gan.d_loss(D(torch.cat([a, b], 1)), D(torch.cat([a, o.detach()], 1)))
+                         for wi, D, a, b, o in zip(w, Ds, A_pyr, B_pyr, outs)) / wsum
+        self.backward_step(loss_d, "D")
+
+        # ---- G phase: L1 + GAN + style at every active level
+        frozen = [[p.requires_grad for p in D.parameters()] for D in Ds]
+        set_requires_grad(Ds, False)
+        logs = {}
+        total_l1 = total_gan = total_style = 0.0
+        with self.autocast():
+            for i, (wi, D, a, b, o) in enumerate(zip(w, Ds, A_pyr, B_pyr, outs)):
+                l1 = l1_loss(o.float(), b)
+                gan = self.gan.g_loss(D(torch.cat([a, o], 1)))
+                style = self.vgg_loss(o.float(), b)["style"] if self.vgg_loss is not None else o.new_zeros(())
+                total_l1 = total_l1 + wi * l1
+                total_gan = total_gan + wi * gan
+                total_style = total_style + wi * style
+                logs[f"l1_level{i}"] = l1.item()
+            total_l1, total_gan, total_style = total_l1 / wsum, total_gan / wsum, total_style / wsum
+            loss_g = m.lambda_l1 * total_l1 + m.lambda_gan * total_gan + m.lambda_style * total_style
+        self.backward_step(loss_g, "G")
+        for D, flags in zip(Ds, frozen):
+            for p, f in zip(D.parameters(), flags):
+                p.requires_grad_(f)
+        logs.update(loss_D=loss_d.item(), loss_G=loss_g.item(), G_l1=float(total_l1), G_gan=float(total_gan),
+                    G_style=float(total_style))
+        return logs
+
+    # ---- inference -----------------------------------------------------------------------------
+    @classmethod
+    def size_multiple(cls, G, cfg) -> int:
+        return int(G.multiple)
+
+    def validation_translate(self, G, batch) -> torch.Tensor:
+        G.set_active_levels(self.nets["G"].active_levels)  # the EMA copy follows the schedule too
+        return self.translate(G, batch["A"], self.cfg)
+
+    @classmethod
+    def translate(cls, G, A, cfg, extras=None, batch=None, **options) -> torch.Tensor:
+        m = cfg.model
+        pyr = build_pyramid(A, m.n_levels, m.pyramid_method, is_label=input_read_mode(cfg.data) == "label")
+        out = G(pyr, return_all=True)[-1]  # the finest active level
+        if out.shape[-2:] != A.shape[-2:]:
+            # mid-schedule (finer levels not trained yet): bring the output to full size for metrics
+            out = F.interpolate(out, size=A.shape[-2:], mode="bilinear", align_corners=False)
+        return out
