@@ -1,0 +1,153 @@
+"""Quality benchmark: does the multi-resolution translator (SPEC S1) translate better than
+pix2pix and pix2pixHD on the same data and budget?
+
+Every method trains for the same number of steps, batch size and learning rates, with
+generator widths chosen so the parameter counts are comparable (printed), then the EMA
+generator is evaluated on held-out pairs (L1 / PSNR / SSIM, whole images at their own size
+through the same predictor `imtranslate eval` uses).
+
+Datasets:
+  synthetic-label    built-in scenes, label map -> photo
+  synthetic-contour  built-in scenes, contour drawing -> photo
+  skimage-contour    contour -> photo pairs made (imtranslate data pairs --kind contours) from
+                     the colour photographs scikit-image ships, 128 px, random 64 px crops
+
+    python benchmarks/quality.py --steps 1500            # full table (CPU: ~30-40 min)
+    python benchmarks/quality.py --steps 50 --quick      # smoke run
+
+Prints a table and writes it as JSON (--json).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from imtranslate.config import load_config  # noqa: E402
+from imtranslate.evaluate import evaluate  # noqa: E402
+from imtranslate.tasks import get_task  # noqa: E402
+from imtranslate.train.loop import train  # noqa: E402
+
+# generator widths giving comparable parameter counts (see the "G params" column)
+METHODS = {
+    "multires": ["model.n_levels=3", "model.ngf=16", "model.max_channels=128", "model.n_res_blocks=2",
+                 "model.ndf=16", "model.stage_fraction=0.1"],
+    "pix2pix": ["model.num_downs=6", "model.ngf=24", "model.ndf=16", "model.gan_mode=lsgan"],
+    "pix2pixhd": ["model.ngf=16", "model.n_downsampling=3", "model.n_blocks=4", "model.n_blocks_local=2",
+                  "model.ndf=16", "model.num_d=2", "model.global_fraction=0.3"],
+}
+
+
+def skimage_pairs(root: Path) -> Path:
+    """contour -> photo pairs from scikit-image's colour sample photographs (train/ and val/)."""
+    from skimage import data as skd
+    from PIL import Image
+
+    from imtranslate.data import make_pairs
+
+    if (root / "train" / "A").is_dir():
+        return root
+    names = ["astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
+             "retina", "colorwheel", "cat", "logo"]
+    photos = []
+    for n in names:
+        f = getattr(skd, n, None)
+        if f is None:
+            continue
+        img = np.asarray(f())
+        if img.ndim == 3 and img.shape[2] >= 3:
+            photos.append((n, img[..., :3].astype(np.uint8)))
+    # tiles of 128 px from each photo, resized to 256 on the short side first
+    src = {"train": root / "src_train", "val": root / "src_val"}
+    for d in src.values():
+        d.mkdir(parents=True, exist_ok=True)
+    for k, (n, img) in enumerate(photos):
+        im = Image.fromarray(img)
+        s = 256 / min(im.size)
+        im = im.resize((max(128, round(im.size[0] * s)), max(128, round(im.size[1] * s))), Image.BICUBIC)
+        a = np.asarray(im)
+        tiles = [(y, x) for y in range(0, a.shape[0] - 127, 128) for x in range(0, a.shape[1] - 127, 128)]
+        for j, (y, x) in enumerate(tiles):
+            split = "val" if j == len(tiles) - 1 else "train"  # one held-out tile per photograph
+            Image.fromarray(a[y:y + 128, x:x + 128]).save(src[split] / f"{n}_{j:02d}.png")
+    for split in ("train", "val"):
+        make_pairs(src[split], root / split, "contours")
+    return root
+
+
+def datasets(work: Path, n_train: int):
+    syn = ["data.dataset=synthetic", f"data.synthetic.root={work / 'synthetic'}", f"data.synthetic.n_train={n_train}",
+           "data.synthetic.n_val=32", "data.synthetic.size=64", "data.crop_size=64"]
+    return {
+        "synthetic-label": (syn + ["data.synthetic.input=label"], work / "synthetic" / "val"),
+        "synthetic-contour": (syn + ["data.synthetic.input=contour"], work / "synthetic" / "val"),
+        "skimage-contour": (["data.dataset=folders", f"data.root={skimage_pairs(work / 'skimage')}",
+                             "data.input_kind=grey", "data.crop_size=64"], work / "skimage" / "val"),
+    }
+
+
+def param_count(cfg) -> int:
+    task = get_task(cfg.task)(cfg, "cpu")
+    return sum(p.numel() for p in task.generator.parameters())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--n-train", type=int, default=512)
+    ap.add_argument("--work", default="bench_out/quality")
+    ap.add_argument("--vgg-weights", default="random",
+                    help="VGG-19 for the style / perceptual losses (default random features: no download here)")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--datasets", default="synthetic-label,synthetic-contour,skimage-contour")
+    ap.add_argument("--json", default="bench_out/quality.json")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="smaller data for a smoke run")
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    n_train = 32 if args.quick else args.n_train
+    common = [f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", "train.lr_g=0.0005",
+              "train.lr_d=0.0002", "train.lr_policy=linear", "train.lr_decay_start=0.6", "train.ema_decay=0.99",
+              "train.val_every=0", "train.image_every=0", "train.tensorboard=false", "train.progress=false",
+              f"train.ckpt_every={args.steps}", f"train.seed={args.seed}", "train.device=cpu",
+              f"train.out_dir={work / 'runs'}"]
+    results = []
+    for ds_name, (ds_over, val_dir) in datasets(work, n_train).items():
+        if ds_name not in args.datasets.split(","):
+            continue
+        for method in args.methods.split(","):
+            vgg = [f"model.vgg_weights={args.vgg_weights}"] if method != "pix2pix" else []
+            cfg = load_config(None, [f"task={method}", f"train.name={method}-{ds_name}"] + ds_over + common
+                              + METHODS[method] + vgg)
+            n_params = param_count(cfg)
+            t0 = time.perf_counter()
+            run = train(cfg, log=lambda m: None)
+            secs = time.perf_counter() - t0
+            res = evaluate(run / "checkpoints" / "last.safetensors", val_dir, device="cpu", progress=False)
+            m = res["metrics"]
+            row = {"dataset": ds_name, "method": method, "G_params_M": round(n_params / 1e6, 3),
+                   "steps": args.steps, "train_s": round(secs, 1), "n_val": res["count"],
+                   "l1": round(m["l1"], 4), "psnr": round(m["psnr"], 2), "ssim": round(m["ssim"], 4)}
+            results.append(row)
+            print(f"{ds_name:<18} {method:<10} G {row['G_params_M']:.3f}M  {secs:6.0f}s  "
+                  f"L1 {row['l1']:.4f}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.4f}", flush=True)
+    print()
+    print("| dataset | method | G params | train s | held-out L1 ↓ | PSNR dB ↑ | SSIM ↑ |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['dataset']} | {r['method']} | {r['G_params_M']:.2f}M | {r['train_s']:.0f} | "
+              f"{r['l1']:.4f} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
