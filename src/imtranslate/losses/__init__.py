@@ -1,0 +1,22 @@
+"""Losses. Each returns an UNWEIGHTED scalar; the weights live in the task's config.
+
+* :class:`GANLoss` (``lsgan`` | ``vanilla`` | ``hinge``): ``d_loss(real, fake)``, ``g_loss(fake)``
+  on discriminator outputs ``list[list[Tensor]]``.
+* :func:`feature_matching_loss` (pix2pixHD) on the same discriminator outputs.
+* :func:`l1_loss`, :func:`pyramid_l1` (one L1 per pyramid level, averaged).
+* :class:`VGGLoss` (perceptual + style in one VGG pass), :func:`perceptual_loss`,
+  :func:`style_loss`, :func:`gram_matrix`.
+* :func:`tv_loss`.
+"""
+from __future__ import annotations
+
+from .feature_matching import feature_matching_loss
+from .gan import GAN_MODES, GANLoss
+from .perceptual import VGGLoss, gram_matrix, perceptual_loss, style_loss
+from .pixel import l1_loss, pyramid_l1
+from .tv import tv_loss
+
+__all__ = [
+    "GANLoss", "GAN_MODES", "feature_matching_loss", "l1_loss", "pyramid_l1",
+    "VGGLoss", "gram_matrix", "perceptual_loss", "style_loss", "tv_loss",
+]

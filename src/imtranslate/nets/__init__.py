@@ -1,0 +1,35 @@
+"""Pure ``nn.Module`` networks, registered by name.
+
+``build_net(name, **kwargs)`` builds any of them; every net keeps its constructor arguments in
+``net.config`` (plain JSON types), so ``build_net(name, **net.config)`` rebuilds it from a
+checkpoint. Generators map (B, C_in, H, W) to (B, C_out, H, W) in [-1, 1] for any H, W;
+discriminators return ``list[list[Tensor]]`` (scales x layer outputs, logits last).
+
+* ``unet``: :class:`UNetGenerator`, the pix2pix U-Net
+* ``resnet``: :class:`ResNetGenerator`, Johnson / CycleGAN ResNet generator
+* ``pix2pixhd``: :class:`Pix2PixHDGenerator`, global generator + local enhancers
+* ``pix2pixhd_encoder``: :class:`InstanceFeatureEncoder`, instance-averaged features
+* ``multires``: :class:`MultiResGenerator`, the SPEC S1 multi-resolution generator
+* ``patch``: :class:`PatchDiscriminator`, 70x70 PatchGAN
+* ``multiscale``: :class:`MultiScaleDiscriminator`, pix2pixHD's multi-scale PatchGANs
+
+:class:`VGG19Features` (frozen, for the perceptual/style losses) is not registered: it is not
+trained, so checkpoints need not hold it.
+"""
+from __future__ import annotations
+
+from .discriminators import MultiScaleDiscriminator, PatchDiscriminator
+from .layers import crop_to, downsample_avg, pad_to_multiple
+from .multires import MultiResGenerator
+from .pix2pixhd import InstanceFeatureEncoder, Pix2PixHDGenerator, instance_mean_features
+from .registry import NETS, build_net, register_net
+from .resnet_gen import ResNetGenerator
+from .unet import UNetGenerator
+from .vgg import VGG19Features, resolve_vgg_weights
+
+__all__ = [
+    "NETS", "build_net", "register_net",
+    "UNetGenerator", "ResNetGenerator", "Pix2PixHDGenerator", "InstanceFeatureEncoder", "MultiResGenerator",
+    "PatchDiscriminator", "MultiScaleDiscriminator", "VGG19Features", "resolve_vgg_weights",
+    "instance_mean_features", "downsample_avg", "pad_to_multiple", "crop_to",
+]

@@ -1,0 +1,178 @@
+"""Building blocks shared by every net: norm/activation factories, conv-norm-act, residual
+block, up-sampling, and the pad-to-a-multiple / crop-back helpers that let generators take
+any image size.
+
+Conventions used throughout ``imtranslate.nets``:
+
+* ``norm`` is ``"batch"``, ``"instance"`` or ``"none"``. Instance norm has no affine
+  parameters and keeps no running statistics (as in pix2pix / pix2pixHD).
+* A convolution has a bias only when no norm follows it: a norm subtracts the mean, which
+  would cancel the bias (and leave it with a zero gradient forever).
+* Activations are never in-place, because several nets keep a tensor (a skip connection) that
+  is also fed to an activation.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+NORMS = ("batch", "instance", "none")
+ACTS = ("relu", "lrelu", "tanh", "none")
+
+
+def make_norm(norm: str, channels: int) -> nn.Module | None:
+    """The normalisation layer called ``norm`` for ``channels`` channels (None for "none")."""
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False)
+    if norm == "none":
+        return None
+    raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
+
+
+def make_act(act: str) -> nn.Module | None:
+    """The activation called ``act`` (LeakyReLU has slope 0.2 as in pix2pix); None for "none"."""
+    if act == "relu":
+        return nn.ReLU()
+    if act == "lrelu":
+        return nn.LeakyReLU(0.2)
+    if act == "tanh":
+        return nn.Tanh()
+    if act == "none":
+        return None
+    raise ValueError(f"unknown activation {act!r}; choose one of {ACTS}")
+
+
+class ConvNormAct(nn.Sequential):
+    """``conv -> norm -> dropout -> act`` (or ``act -> conv -> norm -> dropout`` with ``preact``).
+
+    ``padding`` defaults to ``kernel_size // 2`` ("same" size for stride 1, half size for
+    stride 2); ``pad_mode="reflect"`` pads by reflection as the ResNet / pix2pixHD nets do.
+    ``transposed=True`` makes it a transposed convolution that multiplies the size by
+    ``stride`` exactly (the output padding is chosen for that).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        *,
+        stride: int = 1,
+        padding: int | None = None,
+        pad_mode: str = "zeros",
+        norm: str = "instance",
+        act: str = "relu",
+        dropout: float = 0.0,
+        transposed: bool = False,
+        preact: bool = False,
+    ):
+        padding = kernel_size // 2 if padding is None else padding
+        bias = norm == "none"
+        if transposed:
+            # out = (in - 1) * stride - 2 * padding + kernel_size + output_padding = in * stride
+            output_padding = stride - kernel_size + 2 * padding
+            if not 0 <= output_padding < stride:
+                raise ValueError(f"a {kernel_size}x{kernel_size} transposed conv with padding {padding} "
+                                 f"cannot scale the size by exactly {stride}")
+            conv = nn.ConvTranspose2d(
+                in_channels, out_channels, kernel_size, stride, padding,
+                output_padding=output_padding, bias=bias,
+            )
+        else:
+            conv = nn.Conv2d(
+                in_channels, out_channels, kernel_size, stride, padding,
+                padding_mode=pad_mode, bias=bias,
+            )
+        layers = [conv, make_norm(norm, out_channels), nn.Dropout(dropout) if dropout > 0 else None]
+        act_layer = make_act(act)
+        layers = [act_layer, *layers] if preact else [*layers, act_layer]
+        super().__init__(*[m for m in layers if m is not None])
+
+
+class ResBlock(nn.Module):
+    """Residual block ``x + conv-norm-relu-[dropout]-conv-norm(x)`` with reflection padding."""
+
+    def __init__(self, channels: int, *, norm: str = "instance", dropout: float = 0.0):
+        super().__init__()
+        self.body = nn.Sequential(
+            ConvNormAct(channels, channels, 3, pad_mode="reflect", norm=norm, act="relu", dropout=dropout),
+            ConvNormAct(channels, channels, 3, pad_mode="reflect", norm=norm, act="none"),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H, W)
+        return x + self.body(x)
+
+
+def res_blocks(channels: int, n: int, *, norm: str = "instance", dropout: float = 0.0) -> nn.Sequential:
+    """``n`` residual blocks in a row (an empty Sequential, i.e. identity, for n = 0)."""
+    return nn.Sequential(*[ResBlock(channels, norm=norm, dropout=dropout) for _ in range(n)])
+
+
+def down_block(in_channels: int, out_channels: int, *, norm: str = "instance") -> ConvNormAct:
+    """Halve the size: 3x3 stride-2 conv-norm-relu."""
+    return ConvNormAct(in_channels, out_channels, 3, stride=2, norm=norm, act="relu")
+
+
+def up_block(in_channels: int, out_channels: int, *, norm: str = "instance", mode: str = "transpose") -> nn.Sequential:
+    """Double the size, then norm-relu.
+
+    ``mode="transpose"``: 3x3 stride-2 transposed conv (pix2pixHD / ResNet generator).
+    ``mode="bilinear"``: bilinear x2 then 3x3 conv, which avoids checkerboard artefacts.
+    """
+    if mode == "transpose":
+        return nn.Sequential(ConvNormAct(in_channels, out_channels, 3, stride=2, norm=norm, transposed=True))
+    if mode == "bilinear":
+        return nn.Sequential(
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            ConvNormAct(in_channels, out_channels, 3, pad_mode="reflect", norm=norm),
+        )
+    raise ValueError(f"unknown up-sampling mode {mode!r}; choose 'transpose' or 'bilinear'")
+
+
+def output_head(in_channels: int, out_channels: int) -> ConvNormAct:
+    """7x7 reflect-padded conv to the output channels, then tanh (values in [-1, 1])."""
+    return ConvNormAct(in_channels, out_channels, 7, pad_mode="reflect", norm="none", act="tanh")
+
+
+# --------------------------------------------------------------------------------------------
+# Sizes: pad to what an encoder needs, crop back, halve
+# --------------------------------------------------------------------------------------------
+def pad_to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Pad ``x`` (B, C, H, W) at the bottom and right to ``size`` = (H', W') >= (H, W).
+
+    Reflection padding keeps image statistics at the border; where the pad is as large as the
+    image itself (reflection cannot do that), the edge is replicated instead.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = size[0] - h, size[1] - w
+    if ph < 0 or pw < 0:
+        raise ValueError(f"cannot pad a {h}x{w} tensor to the smaller size {size[0]}x{size[1]}")
+    if ph == 0 and pw == 0:
+        return x
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad ``x`` (B, C, H, W) at the bottom and right so that H and W are multiples of ``multiple``."""
+    h, w = x.shape[-2:]
+    return pad_to_size(x, (math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple))
+
+
+def crop_to(x: torch.Tensor, size) -> torch.Tensor:
+    """The top-left ``size`` = (H, W) window of ``x`` (B, C, H', W'): undoes the padding above."""
+    return x[..., : size[0], : size[1]]
+
+
+def downsample_avg(x: torch.Tensor) -> torch.Tensor:
+    """Halve the size as pix2pixHD does: 3x3 average pool, stride 2, padding 1, border-aware.
+
+    (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)). Tasks should halve targets with this too, so
+    they line up with what the multi-scale nets see.
+    """
+    return F.avg_pool2d(x, 3, stride=2, padding=1, count_include_pad=False)
