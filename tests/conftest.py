@@ -15,7 +15,8 @@ TINY_MODEL = {
                  "model.ndf=4", "model.vgg_weights=random", "model.stage_steps=[1,1,1]"],
     "pix2pix": ["model.num_downs=5", "model.ngf=4", "model.ndf=4"],
     "pix2pixhd": ["model.ngf=4", "model.n_downsampling=2", "model.n_blocks=1", "model.n_blocks_local=1",
-                  "model.ndf=4", "model.num_d=2", "model.vgg_weights=random", "model.global_fraction=0.25",
+                  "model.ndf=4", "model.num_d=2", "model.n_layers_d=1", "model.vgg_weights=random",
+                  "model.global_fraction=0.25",
                   "model.features=true", "model.n_clusters=2", "data.use_instance=true"],
 }
 

@@ -59,6 +59,7 @@ def test_predictor_from_checkpoint_alone_matches_training_generator(tmp_path, ta
     task = get_task(task_name)(saved_cfg, "cpu")
     G = task.generator
     G.load_state_dict(load_tensors(ckpt, f"ema/{task.generator_key}/"))
+    type(task).restore_generator_state(G, meta["generator_state"])
     G.eval()
     ds = build_dataset(saved_cfg.data, "val")
     A = torch.stack([ds[i]["A"] for i in range(2)])

@@ -83,6 +83,7 @@ class Predictor:
         spec = meta["nets"][key]
         G = build_net(spec["name"], **spec["kwargs"])
         source = load_net_weights(path, G, key, use_ema=use_ema)
+        get_task(cfg.task).restore_generator_state(G, meta.get("generator_state", {}))
         extras = load_tensors(path, "extra/")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -62,6 +62,15 @@ class Task:
         self.base_lr[key] = lr
         return opt
 
+    def check_patch_size(self, D: nn.Module, size: int, what: str) -> None:
+        """A discriminator must fit the crops it will see; say so at start-up, not mid-run."""
+        need = int(getattr(D, "min_size", 0))
+        if size and size < need:
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{what} sees {size}x{size} images but needs at least {need}x{need}: raise "
+                              f"data.crop_size or lower model.n_layers_d (or model.num_d)")
+
     @classmethod
     def check_config(cls, cfg: Config) -> None:
         """Task-specific value checks; raise ConfigError."""
@@ -122,6 +131,15 @@ class Task:
 
     def validation_translate(self, G: nn.Module, batch: dict) -> torch.Tensor:
         return self.translate(G, batch["A"], self.cfg, self.extra_tensors(), batch=batch)
+
+    # ---- generator run-time state (e.g. how many levels are active mid-schedule) -------------
+    def generator_state(self) -> dict:
+        """Small JSON state of the generator that its weights do not carry; saved in checkpoints."""
+        return {}
+
+    @classmethod
+    def restore_generator_state(cls, G: nn.Module, state: dict) -> None:
+        """Put a generator rebuilt from a checkpoint into the state it was saved in."""
 
     # ---- extra state saved in checkpoints (e.g. stage, cluster centres) --------------------
     def extra_tensors(self) -> dict[str, torch.Tensor]:

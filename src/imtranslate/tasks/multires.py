@@ -43,7 +43,7 @@ class MultiResConfig:
     norm: str = "instance"
     fusion: str = "concat"  # concat | sum
     ndf: int = 32  # per-level PatchGAN width
-    n_layers_d: int = 3
+    n_layers_d: int = 3  # of the finest level's D (70x70 patches); one fewer per coarser level
     norm_d: str = "instance"
     gan_mode: str = "lsgan"
     lambda_l1: float = 100.0
@@ -132,13 +132,18 @@ class MultiResTask(Task):
                          n_levels=m.n_levels, ngf=m.ngf, max_channels=m.max_channels, n_enc_blocks=m.n_enc_blocks,
                          n_bottleneck_down=m.n_bottleneck_down, n_res_blocks=m.n_res_blocks,
                          n_dec_blocks=m.n_dec_blocks, norm=m.norm, fusion=m.fusion)
-        Ds = [self.add_net(f"D{i}", "patch", in_channels=self.in_channels + self.out_channels,
-                           ndf=m.ndf, n_layers=m.n_layers_d, norm=m.norm_d) for i in range(m.n_levels)]
+        # one PatchGAN per level; a coarser level's pixels cover twice the area, so one layer
+        # fewer per halving keeps every D's receptive field the same patch of the scene
+        Ds = [self.add_net(f"D{i}", "patch", in_channels=self.in_channels + self.out_channels, ndf=m.ndf,
+                           n_layers=max(1, m.n_layers_d - (m.n_levels - 1 - i)), norm=m.norm_d)
+              for i in range(m.n_levels)]
+        for i, D in enumerate(Ds):
+            self.check_patch_size(D, self.cfg.data.crop_size // 2 ** (m.n_levels - 1 - i), f"D{i} (level {i})")
         self.gan = GANLoss(m.gan_mode)
         self.vgg_loss = None
         if m.lambda_style > 0:
             vgg = VGG19Features(layers=tuple(m.style_layers), weights=m.vgg_weights).to(self.device)
-            self.vgg_loss = VGGLoss(vgg, perceptual_layers=(), style_layers=tuple(m.style_layers))
+            self.vgg_loss = VGGLoss(vgg, perceptual_layers=(), perceptual_weights=(), style_layers=tuple(m.style_layers))
         self.add_optimizer("G", G.parameters(), self.cfg.train.lr_g)
         self.add_optimizer("D", [p for D in Ds for p in D.parameters()], self.cfg.train.lr_d)
         w = list(m.level_weights) or [1.0] * m.n_levels
@@ -183,21 +188,29 @@ class MultiResTask(Task):
                 total_l1 = total_l1 + wi * l1
                 total_gan = total_gan + wi * gan
                 total_style = total_style + wi * style
-                logs[f"l1_level{i}"] = l1.item()
+                logs[f"l1_level{i}"] = float(l1.detach())
             total_l1, total_gan, total_style = total_l1 / wsum, total_gan / wsum, total_style / wsum
             loss_g = m.lambda_l1 * total_l1 + m.lambda_gan * total_gan + m.lambda_style * total_style
         self.backward_step(loss_g, "G")
         for D, flags in zip(Ds, frozen):
             for p, f in zip(D.parameters(), flags):
                 p.requires_grad_(f)
-        logs.update(loss_D=loss_d.item(), loss_G=loss_g.item(), G_l1=float(total_l1), G_gan=float(total_gan),
-                    G_style=float(total_style))
+        logs.update(loss_D=loss_d.item(), loss_G=loss_g.item(), G_l1=float(total_l1.detach()),
+                    G_gan=float(total_gan.detach()), G_style=float(total_style.detach()))
         return logs
 
     # ---- inference -----------------------------------------------------------------------------
     @classmethod
     def size_multiple(cls, G, cfg) -> int:
         return int(G.multiple)
+
+    def generator_state(self) -> dict:
+        return {"active_levels": self.nets["G"].active_levels}
+
+    @classmethod
+    def restore_generator_state(cls, G, state) -> None:
+        # a checkpoint saved mid-schedule predicts with the levels trained so far
+        G.set_active_levels(int(state.get("active_levels", G.active_levels)))
 
     def validation_translate(self, G, batch) -> torch.Tensor:
         G.set_active_levels(self.nets["G"].active_levels)  # the EMA copy follows the schedule too

@@ -58,6 +58,7 @@ class Pix2PixTask(Task):
         # conditional D: it sees the input next to the real or generated picture
         D = self.add_net("D", "patch", in_channels=self.in_channels + self.out_channels,
                          ndf=m.ndf, n_layers=m.n_layers_d, norm=m.norm_d)
+        self.check_patch_size(D, self.cfg.data.crop_size, "the discriminator")
         self.gan = GANLoss(m.gan_mode)
         self.add_optimizer("G", G.parameters(), self.cfg.train.lr_g)
         self.add_optimizer("D", D.parameters(), self.cfg.train.lr_d)
@@ -84,4 +85,5 @@ class Pix2PixTask(Task):
             loss_l1 = l1_loss(fake.float(), B)
             loss_g = m.lambda_gan * loss_gan + m.lambda_l1 * loss_l1
         self.backward_step(loss_g, "G")
+        set_requires_grad(D, True)  # leave every net trainable between steps
         return {"loss_D": loss_d.item(), "loss_G": loss_g.item(), "G_gan": loss_gan.item(), "G_l1": loss_l1.item()}

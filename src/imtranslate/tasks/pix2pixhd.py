@@ -101,6 +101,9 @@ class Pix2PixHDTask(Task):
                          n_blocks_local=m.n_blocks_local, norm=m.norm)
         D = self.add_net("D", "multiscale", in_channels=self.in_channels + self.out_channels, ndf=m.ndf,
                          n_layers=m.n_layers_d, num_d=m.num_d, norm=m.norm_d)
+        crop = self.cfg.data.crop_size
+        self.check_patch_size(D, crop // 2 ** m.n_local_enhancers if m.global_fraction > 0 else crop,
+                              "the discriminator (global stage)")
         g_params = list(G.parameters())
         if m.features:
             E = self.add_net("E", "pix2pixhd_encoder", in_channels=self.out_channels, feat_channels=m.feat_channels,
@@ -140,11 +143,12 @@ class Pix2PixHDTask(Task):
                 "joint": "stage joint: G1 and enhancers train together"}[stage]
 
     # ---- helpers -------------------------------------------------------------------------------
-    def _down(self, x: torch.Tensor, s: int, label: bool) -> torch.Tensor:
-        if s == 1:
+    def _down(self, x: torch.Tensor, size, label: bool) -> torch.Tensor:
+        """``x`` at the generator's output size (G1 alone works at a lower resolution)."""
+        if tuple(x.shape[-2:]) == tuple(size):
             return x
         # label one-hots stay one-hot; pictures are averaged like G's own input pooling
-        return F.interpolate(x, scale_factor=1 / s, mode="nearest" if label else "area")
+        return F.interpolate(x, size=tuple(size), mode="nearest" if label else "area")
 
     def g_input(self, A: torch.Tensor, batch: dict) -> torch.Tensor:
         if not self.m.features:
@@ -156,10 +160,9 @@ class Pix2PixHDTask(Task):
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         G, D, m = self.nets["G"], self.nets["D"], self.m
         A, B = batch["A"], batch["B"]
-        s = G.output_scale()
-        A_s, B_s = self._down(A, s, self.is_label), self._down(B, s, False)
         with self.autocast():
-            fake = G(self.g_input(A, batch))  # (B, C_out, H/s, W/s)
+            fake = G(self.g_input(A, batch))  # (B, C_out, H/s, W/s), s = G.output_scale()
+        A_s, B_s = self._down(A, fake.shape[-2:], self.is_label), self._down(B, fake.shape[-2:], False)
 
         set_requires_grad(D, True)
         with self.autocast():
@@ -177,8 +180,9 @@ class Pix2PixHDTask(Task):
             loss_vgg = self.vgg_loss(fake.float(), B_s)["perceptual"] if self.vgg_loss else fake.new_zeros(())
             loss_g = m.lambda_gan * loss_gan + m.lambda_fm * loss_fm + m.lambda_vgg * loss_vgg
         self.backward_step(loss_g, "G")
+        set_requires_grad(D, True)  # leave every net trainable between steps
         return {"loss_D": loss_d.item(), "loss_G": loss_g.item(), "G_gan": loss_gan.item(),
-                "G_fm": loss_fm.item(), "G_vgg": float(loss_vgg)}
+                "G_fm": loss_fm.item(), "G_vgg": float(loss_vgg.detach())}
 
     # ---- instance features: clustering and inference ---------------------------------------------
     @torch.no_grad()
@@ -242,15 +246,24 @@ class Pix2PixHDTask(Task):
             table = clusters[torch.arange(n_cls, device=A.device), choice]  # (n_cls, F)
             feat = table[label].permute(0, 3, 1, 2)  # (B, F, H, W)
             A = torch.cat([A, feat.to(A.dtype)], 1)
-        return G(A)
+        out = G(A)
+        if out.shape[-2:] != A.shape[-2:]:  # saved during the global stage: G1's output, upsampled
+            out = F.interpolate(out, size=A.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def generator_state(self) -> dict:
+        return {"active_enhancers": self.nets["G"].active_enhancers}
+
+    @classmethod
+    def restore_generator_state(cls, G, state) -> None:
+        G.set_active_enhancers(int(state.get("active_enhancers", G.active_enhancers)))
 
     def validation_translate(self, G, batch) -> torch.Tensor:
         G.set_active_enhancers(self.nets["G"].active_enhancers)
         if self.m.features and self.clusters is None:
             # before clustering: the target's own encoded features (a reconstruction score)
             out = G(self.g_input(batch["A"], batch))
-        else:
-            out = self.translate(G, batch["A"], self.cfg, self.extra_tensors(), batch)
-        if out.shape[-2:] != batch["A"].shape[-2:]:
-            out = F.interpolate(out, size=batch["A"].shape[-2:], mode="bilinear", align_corners=False)
-        return out
+            if out.shape[-2:] != batch["A"].shape[-2:]:
+                out = F.interpolate(out, size=batch["A"].shape[-2:], mode="bilinear", align_corners=False)
+            return out
+        return self.translate(G, batch["A"], self.cfg, self.extra_tensors(), batch)

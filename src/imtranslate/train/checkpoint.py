@@ -105,6 +105,7 @@ def save_checkpoint(path, task, step: int, ema=None, extra_meta: dict | None = N
         "config": to_dict(task.cfg),
         "nets": task.net_specs,
         "generator": task.generator_key,
+        "generator_state": task.generator_state(),
         "has_ema": ema is not None,
         "optimizers": opt_meta,
         "scaler": task.scaler.state_dict() if task.scaler.is_enabled() else None,
