@@ -1,0 +1,284 @@
+"""Tests for imtranslate.metrics (L1/PSNR/SSIM, accumulator, FID and LPIPS with random weights)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from imtranslate import metrics as M
+from imtranslate.errors import WeightsMissingError
+
+skimage_metrics = pytest.importorskip("skimage.metrics")
+
+
+def _pair(shape, seed=0, noise=0.3):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(shape, generator=g) * 2 - 1
+    b = (a + noise * torch.randn(shape, generator=g)).clamp(-1, 1)
+    return a, b
+
+
+# ------------------------------------------------------------------ L1 / PSNR
+def test_l1_and_psnr_constant_offset():
+    target = torch.zeros(2, 3, 16, 16)  # 0.5 in [0, 1] units
+    pred = torch.full_like(target, 0.2)  # 0.6 -> error 0.1 in [0, 1] units
+    assert torch.allclose(M.l1(pred, target), torch.tensor([0.1, 0.1]), atol=1e-6)
+    p = M.psnr(pred, target)
+    assert p.shape == (2,)
+    assert torch.allclose(p, torch.tensor([20.0, 20.0]), atol=1e-4)
+    # data_range scales the peak: 20 log10(2) dB more
+    assert torch.allclose(M.psnr(pred, target, data_range=2.0), p + 20 * math.log10(2), atol=1e-4)
+
+
+def test_psnr_identical_is_capped():
+    a, _ = _pair((3, 3, 8, 8))
+    p = M.psnr(a, a)
+    assert torch.isfinite(p).all()
+    assert torch.allclose(p, torch.full((3,), 100.0))  # 10 log10(1 / 1e-10)
+    assert (M.l1(a, a) == 0).all()
+
+
+def test_per_image_values_are_independent():
+    a, b = _pair((4, 3, 12, 12))
+    full = M.psnr(a, b)
+    for i in range(4):
+        assert torch.allclose(full[i], M.psnr(a[i : i + 1], b[i : i + 1])[0])
+
+
+def test_inputs_are_clamped_and_shapes_checked():
+    t = torch.zeros(1, 1, 8, 8)
+    assert torch.allclose(M.l1(torch.full_like(t, 5.0), t), torch.tensor([0.5]))
+    with pytest.raises(ValueError):
+        M.l1(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
+    with pytest.raises(ValueError):
+        M.ssim(torch.zeros(3, 8, 8), torch.zeros(3, 8, 8))
+
+
+# ------------------------------------------------------------------ SSIM
+@pytest.mark.parametrize("shape", [(2, 3, 64, 64), (2, 1, 40, 33), (1, 3, 11, 11), (1, 3, 23, 70)])
+def test_ssim_matches_skimage(shape):
+    a, b = _pair(shape, seed=sum(shape))
+    ours = M.ssim(a, b)
+    assert ours.shape == (shape[0],)
+    for i in range(shape[0]):
+        x = ((a[i] + 1) / 2).permute(1, 2, 0).double().numpy()
+        y = ((b[i] + 1) / 2).permute(1, 2, 0).double().numpy()
+        ref = skimage_metrics.structural_similarity(
+            x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            data_range=1.0, channel_axis=-1,
+        )
+        assert abs(float(ours[i]) - ref) < 1e-3, (float(ours[i]), ref)
+
+
+def test_ssim_identical_is_one_and_differentiable():
+    a, b = _pair((2, 3, 32, 32))
+    assert torch.allclose(M.ssim(a, a), torch.ones(2), atol=1e-5)
+    b = b.clone().requires_grad_(True)
+    M.ssim(a, b).sum().backward()
+    assert b.grad is not None and torch.isfinite(b.grad).all()
+
+
+def _ssim_bruteforce(x, y, win, sigma=1.5):
+    """Direct per-window SSIM of one (H, W) channel in [0, 1]: the documented definition."""
+    r = np.arange(win) - (win - 1) / 2
+    g = np.exp(-(r**2) / (2 * sigma**2))
+    w = np.outer(g, g)
+    w /= w.sum()
+    c1, c2 = 0.01**2, 0.03**2
+    vals = []
+    for i in range(x.shape[0] - win + 1):
+        for j in range(x.shape[1] - win + 1):
+            px, py = x[i : i + win, j : j + win], y[i : i + win, j : j + win]
+            mx, my = (w * px).sum(), (w * py).sum()
+            vx = (w * (px - mx) ** 2).sum()
+            vy = (w * (py - my) ** 2).sum()
+            cxy = (w * (px - mx) * (py - my)).sum()
+            vals.append(((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2)))
+    return float(np.mean(vals))
+
+
+@pytest.mark.parametrize("hw,win", [((7, 9), 7), ((10, 10), 9), ((3, 5), 3), ((1, 4), 1)])
+def test_ssim_small_images_shrink_the_window(hw, win):
+    a, b = _pair((1, 2) + hw, seed=3)
+    ours = float(M.ssim(a, b)[0])
+    x, y = ((a[0] + 1) / 2).double().numpy(), ((b[0] + 1) / 2).double().numpy()
+    ref = np.mean([_ssim_bruteforce(x[c], y[c], win) for c in range(2)])
+    assert math.isfinite(ours)
+    assert abs(ours - ref) < 1e-4
+
+
+# ------------------------------------------------------------------ accumulator
+def test_metric_accumulator_means():
+    acc = M.MetricAccumulator()
+    assert acc.count == 0
+    assert all(math.isnan(v) for v in acc.compute().values())
+    batches = [_pair((n, 3, 16, 16), seed=n) for n in (3, 1, 4)]
+    for a, b in batches:
+        per_image = acc.update(a, b)
+        assert set(per_image) == {"l1", "psnr", "ssim"} and per_image["psnr"].shape == (a.shape[0],)
+    assert acc.count == 8
+    a = torch.cat([p for p, _ in batches])
+    b = torch.cat([t for _, t in batches])
+    got = acc.compute()
+    assert set(got) == {"l1", "psnr", "ssim"}
+    assert got["l1"] == pytest.approx(float(M.l1(a, b).mean()), abs=1e-6)
+    assert got["psnr"] == pytest.approx(float(M.psnr(a, b).mean()), abs=1e-4)
+    assert got["ssim"] == pytest.approx(float(M.ssim(a, b).mean()), abs=1e-6)
+    assert all(isinstance(v, float) for v in got.values())
+    acc.reset()
+    assert acc.count == 0
+
+
+# ------------------------------------------------------------------ Fréchet distance
+@pytest.mark.parametrize("method", ["scipy", "eigh"])
+def test_frechet_distance_hand_cases(method):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6))
+    mu, sigma = M.feature_statistics(feats)
+    assert M.frechet_distance(mu, sigma, mu, sigma, method=method) == pytest.approx(0.0, abs=1e-8)
+    # Same covariance, shifted means: the distance is the squared mean distance.
+    shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 0.25])
+    mu2, sigma2 = M.feature_statistics(feats + shift)
+    assert M.frechet_distance(mu, sigma, mu2, sigma2, method=method) == pytest.approx(
+        float(shift @ shift), rel=1e-8
+    )
+    # Diagonal covariances: sum((sqrt(a) - sqrt(b))^2) + |dmu|^2.
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.0])
+    d = np.array([1.0, 1.0, 0.0])
+    expected = float(((np.sqrt(a) - np.sqrt(b)) ** 2).sum() + d @ d)
+    got = M.frechet_distance(np.zeros(3), np.diag(a), d, np.diag(b), method=method)
+    assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_frechet_routes_agree():
+    rng = np.random.default_rng(1)
+    f1 = rng.normal(size=(300, 20))
+    f2 = rng.normal(size=(300, 20)) @ rng.normal(size=(20, 20)) * 0.5 + 0.3
+    m1, s1 = M.feature_statistics(f1)
+    m2, s2 = M.feature_statistics(f2)
+    scipy_value = M.frechet_distance(m1, s1, m2, s2, method="scipy")
+    assert M.frechet_distance(m1, s1, m2, s2, method="eigh") == pytest.approx(scipy_value, rel=1e-8)
+    # Fewer samples than dimensions: the exact sample-space route matches the covariance route.
+    g1, g2 = f1[:12], f2[:15]
+    direct = M.frechet_distance(*M.feature_statistics(g1), *M.feature_statistics(g2), method="eigh")
+    assert M.fid_from_features(g1, g2) == pytest.approx(direct, rel=1e-6)
+    assert M.fid_from_features(g1, g1) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError):
+        M.feature_statistics(f1[:1])
+
+
+# ------------------------------------------------------------------ FID / LPIPS with local weights
+@pytest.fixture(scope="module")
+def inception_file(tmp_path_factory):
+    """Random Inception-v3 weights, BatchNorm statistics calibrated so features are O(1)."""
+    import torchvision
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None  # cumulative average of one batch = that batch's statistics
+    net.train()
+    with torch.no_grad():
+        net(torch.rand(2, 3, 299, 299) * 2 - 1)
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}  # fc optional
+    path = tmp_path_factory.mktemp("weights") / M.FID_WEIGHTS_NAME
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def test_fid_end_to_end_with_random_weights(inception_file):
+    a, b = _pair((3, 3, 32, 32), seed=1, noise=0.8)
+    feats = M.inception_features(a, weights=inception_file)
+    assert feats.shape == (3, 2048) and np.isfinite(feats).all() and feats.std(0).mean() > 1e-3
+    # batches may come as a list; batching does not change the features
+    again = M.inception_features([a[:1], a[1:]], weights=inception_file)
+    assert np.allclose(again, feats, rtol=1e-4, atol=1e-5 * np.abs(feats).max())
+    d_same = M.fid_from_features(feats, again)
+    d_diff = M.fid(a, b, weights=inception_file)
+    assert math.isfinite(d_diff) and d_diff > 0
+    assert abs(d_same) < 1e-4 * d_diff
+    grey = M.inception_features(a[:1, :1], weights=inception_file)
+    assert grey.shape == (1, 2048)
+
+
+def test_fid_default_path_and_missing(inception_file, tmp_path, monkeypatch):
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(inception_file.parent))
+    assert M.optional_metrics_status()["fid"][0] is True
+    a, b = _pair((2, 3, 16, 16), seed=2)
+    assert math.isfinite(M.fid(a, b))
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(tmp_path))
+    ok, message = M.optional_metrics_status()["fid"]
+    assert not ok and str(tmp_path / M.FID_WEIGHTS_NAME) in message
+    with pytest.raises(WeightsMissingError) as e:
+        M.fid(a, b)
+    assert str(tmp_path / M.FID_WEIGHTS_NAME) in str(e.value)
+
+
+def test_lpips_end_to_end_with_random_weights(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    path = M.LPIPSNet("vgg").save(tmp_path / M.LPIPS_WEIGHTS_NAME)
+    a, b = _pair((3, 3, 64, 64), seed=4)
+    d = M.lpips(a, b, weights=path)
+    assert d.shape == (3,) and torch.isfinite(d).all() and (d > 0).all()
+    assert torch.equal(M.lpips(a, a, weights=path), torch.zeros(3))
+    assert M.lpips(a[:, :1], b[:, :1], weights=path).shape == (3,)
+    # default location from $IMTRANSLATE_WEIGHTS
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(tmp_path))
+    assert M.optional_metrics_status()["lpips"][0] is True
+    assert torch.allclose(M.lpips(a, b), d)
+    # gradients reach the inputs
+    x = b.clone().requires_grad_(True)
+    M.lpips(a, x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_lpips_missing_and_broken_weights(tmp_path, monkeypatch):
+    a, b = _pair((1, 3, 32, 32))
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(tmp_path))
+    ok, message = M.optional_metrics_status()["lpips"]
+    expected = tmp_path / M.LPIPS_WEIGHTS_NAME
+    assert not ok and str(expected) in message and "convert_lpips_weights" in message
+    with pytest.raises(WeightsMissingError) as e:
+        M.lpips(a, b)
+    assert str(expected) in str(e.value)
+    other = tmp_path / "elsewhere.safetensors"
+    with pytest.raises(WeightsMissingError, match="elsewhere.safetensors"):
+        M.lpips(a, b, weights=other)
+    other.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsMissingError, match="elsewhere.safetensors"):
+        M.lpips(a, b, weights=other)
+
+
+def test_convert_lpips_weights(tmp_path):
+    torch.manual_seed(1)
+    ref = M.LPIPSNet("alex")
+    state = ref.state_dict()
+    # What a user downloads: torchvision's backbone checkpoint (classifier included) ...
+    backbone = {k: v for k, v in state.items() if k.startswith("features.")}
+    backbone["classifier.1.weight"] = torch.zeros(4, 4)
+    torch.save(backbone, tmp_path / "alexnet-owt.pth")
+    # ... and the official linear layers (Dropout at index 0, the 1x1 conv at index 1).
+    lins = {f"lin{k}.model.1.weight": state[f"lin.{k}.weight"] for k in range(5)}
+    torch.save(lins, tmp_path / "alex.pth")
+    out = M.convert_lpips_weights(tmp_path / "alexnet-owt.pth", tmp_path / "alex.pth",
+                                  tmp_path / "out" / "lpips_alex.safetensors")
+    assert out.is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata()["net"] == "alex"
+        assert not any(k.startswith("classifier") for k in f.keys())
+    a, b = _pair((2, 3, 64, 64), seed=5)
+    with torch.no_grad():
+        expected = ref.eval()(a, b)
+    assert torch.allclose(M.lpips(a, b, weights=out), expected, atol=1e-6)
+    # Linear layers made for another backbone are refused with a clear message.
+    torch.save({f"lin{k}.model.1.weight": torch.ones(1, c, 1, 1)
+                for k, c in enumerate([64, 128, 256, 512, 512])}, tmp_path / "vgg.pth")
+    with pytest.raises(WeightsMissingError, match="lin1"):
+        M.convert_lpips_weights(tmp_path / "alexnet-owt.pth", tmp_path / "vgg.pth",
+                                tmp_path / "bad.safetensors")
