@@ -53,8 +53,8 @@ def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1
     from . import metrics
 
     status = metrics.optional_metrics_status()
-    fid_path = fid_weights or (status["fid"][2] if status["fid"][0] else None)
-    lpips_path = lpips_weights or (status["lpips"][2] if status["lpips"][0] else None)
+    fid_path = fid_weights or (metrics.default_weights_path("fid") if status["fid"][0] else None)
+    lpips_path = lpips_weights or (metrics.default_weights_path("lpips") if status["lpips"][0] else None)
     if fid_path is None:
         want_fid = False
         skipped["fid"] = status["fid"][1]
