@@ -38,8 +38,8 @@ from imtranslate.train.loop import train  # noqa: E402
 METHODS = {
     "multires": ["model.n_levels=3", "model.ngf=16", "model.max_channels=128", "model.n_res_blocks=2",
                  "model.ndf=16", "model.stage_fraction=0.1"],
-    "pix2pix": ["model.num_downs=6", "model.ngf=24", "model.ndf=16", "model.gan_mode=lsgan"],
-    "pix2pixhd": ["model.ngf=16", "model.n_downsampling=3", "model.n_blocks=4", "model.n_blocks_local=2",
+    "pix2pix": ["model.num_downs=6", "model.ngf=15", "model.ndf=16", "model.gan_mode=lsgan"],
+    "pix2pixhd": ["model.ngf=8", "model.n_downsampling=3", "model.n_blocks=5", "model.n_blocks_local=2",
                   "model.ndf=16", "model.num_d=2", "model.n_layers_d=2", "model.global_fraction=0.3"],
 }
 
