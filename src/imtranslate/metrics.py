@@ -374,8 +374,6 @@ def _as_batches(images) -> Iterable[torch.Tensor]:
     if isinstance(images, torch.Tensor):
         images = [images]
     for batch in images:
-        if isinstance(batch, dict):
-            batch = batch["B"]
         if not isinstance(batch, torch.Tensor) or batch.ndim != 4:
             raise ValueError("FID takes (N, C, H, W) tensors in [-1, 1] or an iterable of them")
         yield batch
@@ -392,10 +390,10 @@ def inception_features(images, *, weights=None, batch_size: int = 32, device=Non
     """
     path = _resolve("fid", weights)
     feats = []
-    net = None
+    net = dev = None
     for batch in _as_batches(images):
-        dev = torch.device(device) if device is not None else batch.device
-        if net is None:
+        if net is None:  # everything runs where the first batch is (or on `device`)
+            dev = torch.device(device) if device is not None else batch.device
             net = _inception_cached(_file_key(path), str(dev))
         for chunk in batch.split(batch_size):
             x = chunk.to(dev, torch.float32).clamp(-1.0, 1.0)
