@@ -46,8 +46,9 @@ class SyntheticConfig:
 class DataConfig:
     """Where training pairs come from and how they are prepared."""
 
-    dataset: str = "synthetic"  # synthetic | folders | aligned | labelmap
+    dataset: str = "synthetic"  # synthetic | folders | aligned | labelmap | unpaired
     root: str = ""  # dataset folder; must hold train/ (and optionally val/) or A/ and B/ directly
+    style_root: str = ""  # unpaired (style transfer): folder of style pictures; root = content pictures
     a_dir: str = "A"  # sub-folder of inputs (folders / labelmap)
     b_dir: str = "B"  # sub-folder of targets, matched to inputs by file stem
     inst_dir: str = ""  # sub-folder of instance maps (labelmap); "" = none
@@ -289,7 +290,7 @@ def load_config(path=None, overrides=None) -> Config:
 
 
 _CHOICES = {
-    "data.dataset": ("synthetic", "folders", "aligned", "labelmap"),
+    "data.dataset": ("synthetic", "folders", "aligned", "labelmap", "unpaired"),
     "data.input_kind": ("rgb", "grey", "label"),
     "data.direction": ("AtoB", "BtoA"),
     "data.synthetic.input": ("label", "contour"),
@@ -318,8 +319,10 @@ def check(cfg: Config) -> None:
         raise ConfigError("train.batch_size must be at least 1")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError("train.ema_decay must be in [0, 1)")
-    if d.dataset in ("folders", "aligned", "labelmap") and not d.root:
+    if d.dataset in ("folders", "aligned", "labelmap", "unpaired") and not d.root:
         raise ConfigError(f"data.root is required for data.dataset={d.dataset}")
+    if d.dataset == "unpaired" and not d.style_root:
+        raise ConfigError("data.style_root (a folder of style pictures) is required for data.dataset=unpaired")
     if d.dataset == "labelmap" or d.input_kind == "label":
         if d.dataset != "synthetic" and d.n_classes < 2:
             raise ConfigError("label-map data needs data.n_classes >= 2")

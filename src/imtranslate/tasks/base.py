@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..data import input_channels
+from .. import metrics
+from ..data import build_dataset, check_dataset, input_channels
 from ..nets import build_net
 
 
@@ -74,6 +75,23 @@ class Task:
     @classmethod
     def check_config(cls, cfg: Config) -> None:
         """Task-specific value checks; raise ConfigError."""
+
+    # ---- data (paired by default; tasks of other shapes override these) --------------------
+    @classmethod
+    def check_data(cls, cfg: Config) -> dict:
+        """Every dataset check, run before the first step; returns a summary for the log."""
+        return check_dataset(cfg.data)
+
+    @classmethod
+    def build_dataset(cls, cfg: Config, split: str):
+        """The dataset of ``split`` ("train" / "val"); items are dicts of tensors."""
+        return build_dataset(cfg.data, split, seed=cfg.train.seed)
+
+    def validation_metrics(self, G: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+        """Per-image held-out metrics, name -> (B,); the loop averages them. Default: L1 / PSNR / SSIM."""
+        out = self.validation_translate(G, batch).float()
+        target = batch["B"].float()
+        return {"l1": metrics.l1(out, target), "psnr": metrics.psnr(out, target), "ssim": metrics.ssim(out, target)}
 
     # ---- training ------------------------------------------------------------------------
     def train_step(self, batch: dict, step: int) -> dict[str, float]:  # pragma: no cover

@@ -21,9 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from ..config import Config, config_to_yaml
-from ..data import build_dataset, check_dataset, input_read_mode
+from ..data import input_read_mode
 from ..errors import ConfigError, CheckpointError
-from ..metrics import MetricAccumulator
 from ..tasks import get_task
 from .. import vis
 from .checkpoint import read_meta, restore_training_state, save_checkpoint
@@ -121,17 +120,20 @@ def validate(task, G, loader, max_batches: int = 0) -> dict[str, float]:
     """L1 / PSNR / SSIM of ``G``'s outputs against held-out targets."""
     was_training = G.training
     G.eval()
-    acc = MetricAccumulator()
+    sums: dict[str, float] = {}
+    n = 0
     with torch.random.fork_rng(devices=[]):  # validation must not shift the training RNG stream
         for i, batch in enumerate(loader):
             if max_batches and i >= max_batches:
                 break
             batch = task.to_device(batch)
             with task.autocast():
-                out = task.validation_translate(G, batch)
-            acc.update(out.float(), batch["B"].float())
+                per_image = task.validation_metrics(G, batch)  # name -> (B,)
+            for k, v in per_image.items():
+                sums[k] = sums.get(k, 0.0) + float(v.float().sum())
+            n += next(iter(per_image.values())).shape[0] if per_image else 0
     G.train(was_training)
-    return acc.compute()
+    return {k: v / max(n, 1) for k, v in sums.items()}
 
 
 @torch.no_grad()
@@ -144,8 +146,8 @@ def sample_grid(task, G, batch: dict, cfg: Config, n: int = 4) -> np.ndarray:
         out = task.validation_translate(G, batch).float()
     G.train(was_training)
     kind, ncls = input_read_mode(cfg.data), n_label_classes(cfg.data)
-    rows = [[vis.input_picture(batch["A"][i], kind, ncls), vis.picture(out[i]), vis.picture(batch["B"][i])]
-            for i in range(out.shape[0])]
+    rows = [[vis.input_picture(batch["A"][i], kind, ncls), vis.picture(out[i])]
+            + ([vis.picture(batch["B"][i])] if "B" in batch else []) for i in range(out.shape[0])]
     return vis.grid(rows)
 
 
@@ -199,9 +201,10 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
 
     # ---- data: every check before the first step, so a bad file fails now, not in hour three
-    summary = check_dataset(cfg.data)
-    train_ds = build_dataset(cfg.data, "train", seed=t.seed)
-    val_ds = build_dataset(cfg.data, "val", seed=t.seed)
+    task_cls = get_task(cfg.task)
+    summary = task_cls.check_data(cfg)
+    train_ds = task_cls.build_dataset(cfg, "train")
+    val_ds = task_cls.build_dataset(cfg, "val")
     if len(train_ds) < t.batch_size:
         raise ConfigError(f"the training set has {len(train_ds)} pairs, fewer than train.batch_size={t.batch_size}")
     sampler = EpochSampler(len(train_ds), t.seed)
@@ -214,7 +217,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     per_epoch = len(train_ds) // t.batch_size
 
     # ---- task, EMA, state
-    task = get_task(cfg.task)(cfg, device)
+    task = task_cls(cfg, device)
     ema = EMA(task.generator, t.ema_decay, t.ema_start) if t.ema_decay > 0 else None
     step = 0
     if ckpt_path is not None:
@@ -254,7 +257,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
         if writer:
             for k, v in res.items():
                 writer.add_scalar(f"val/{k}", v, s)
-        log(f"step {s}: held-out L1 {res['l1']:.4f}  PSNR {res['psnr']:.2f} dB  SSIM {res['ssim']:.4f}")
+        log(f"step {s}: held-out " + "  ".join(f"{k} {v:.4g}" for k, v in res.items()))
         return res
 
     if step == 0:
