@@ -183,7 +183,7 @@ def inception_file(tmp_path_factory):
             m.momentum = None  # cumulative average of one batch = that batch's statistics
     net.train()
     with torch.no_grad():
-        net(torch.rand(2, 3, 299, 299) * 2 - 1)
+        net(torch.rand(1, 3, 299, 299) * 2 - 1)
     state = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}  # fc optional
     path = tmp_path_factory.mktemp("weights") / M.FID_WEIGHTS_NAME
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
@@ -191,9 +191,9 @@ def inception_file(tmp_path_factory):
 
 
 def test_fid_end_to_end_with_random_weights(inception_file):
-    a, b = _pair((3, 3, 32, 32), seed=1, noise=0.8)
+    a, b = _pair((2, 3, 32, 32), seed=1, noise=0.8)
     feats = M.inception_features(a, weights=inception_file)
-    assert feats.shape == (3, 2048) and np.isfinite(feats).all() and feats.std(0).mean() > 1e-3
+    assert feats.shape == (2, 2048) and np.isfinite(feats).all() and feats.std(0).mean() > 1e-3
     # batches may come as a list; batching does not change the features
     again = M.inception_features([a[:1], a[1:]], weights=inception_file)
     assert np.allclose(again, feats, rtol=1e-4, atol=1e-5 * np.abs(feats).max())
@@ -209,7 +209,7 @@ def test_fid_default_path_and_missing(inception_file, tmp_path, monkeypatch):
     monkeypatch.setenv(M.WEIGHTS_ENV, str(inception_file.parent))
     assert M.optional_metrics_status()["fid"][0] is True
     a, b = _pair((2, 3, 16, 16), seed=2)
-    assert math.isfinite(M.fid(a, b))
+    assert np.isfinite(M.inception_features(a[:1])).all()  # found via $IMTRANSLATE_WEIGHTS
     monkeypatch.setenv(M.WEIGHTS_ENV, str(tmp_path))
     ok, message = M.optional_metrics_status()["fid"]
     assert not ok and str(tmp_path / M.FID_WEIGHTS_NAME) in message
