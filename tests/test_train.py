@@ -62,7 +62,7 @@ def test_predictor_from_checkpoint_alone_matches_training_generator(tmp_path, ta
     type(task).restore_generator_state(G, meta["generator_state"])
     G.eval()
     ds = build_dataset(saved_cfg.data, "val")
-    A = torch.stack([ds[i]["A"] for i in range(2)])
+    A = task.to_device({"A": torch.stack([ds[i]["A"] for i in range(2)])})["A"]  # the task's memory format
     with torch.no_grad():
         expect = type(task).translate(G, A, saved_cfg, load_tensors(ckpt, "extra/"))
     got = pred(A)

@@ -4,6 +4,7 @@
     imtranslate train [CONFIG.yaml] [key=value ...]    train any task (--dry-run, --resume RUN)
     imtranslate translate CKPT INPUT... -o OUT         files, folders, globs; each at its own size
     imtranslate eval CKPT DATA                         L1 / PSNR / SSIM (+ FID / LPIPS with local weights)
+    imtranslate video CKPT INPUT -o OUTPUT             video file / frame folder, flicker-free (--report)
     imtranslate data pairs SRC DST --kind contours     make training pairs from photographs
     imtranslate data synthetic DST                     write the built-in synthetic scenes
     imtranslate data check [CONFIG.yaml] [key=value]   run every dataset check, train nothing
@@ -100,6 +101,17 @@ def cmd_eval(args) -> None:
         print(f"  {k:<{width}}  skipped: {why}")
 
 
+def cmd_video(args) -> None:
+    from .infer.video import VideoTranslator, format_report
+
+    vt = VideoTranslator.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema,
+                                         batch_size=args.batch_size, flow=args.flow, temporal=args.temporal,
+                                         scene_cut_threshold=args.scene_cut, raft_weights=args.raft_weights)
+    result = vt.translate_video(args.input, args.output, report=args.report, progress=not args.quiet,
+                                lossless=args.lossless, yuv444=args.yuv444, fps=args.fps)
+    print(format_report(result))
+
+
 def cmd_data(args) -> None:
     from . import data
 
@@ -123,6 +135,16 @@ def cmd_demo(args) -> None:
     from .demo import run_demo
 
     run_demo(out=args.out, steps=args.steps, vgg_weights=args.vgg_weights, device=args.device, seed=args.seed)
+
+
+def cmd_bench(args) -> None:
+    from .bench import HEADER, run_bench
+
+    print(HEADER)
+    print("|" + "---|" * (HEADER.count("|") - 1))
+    run_bench(args.only.split(",") if args.only else None, device=args.device, batch=args.batch,
+              warmup=args.warmup, repeats=args.repeats, plain=args.plain, threads=args.threads,
+              json_path=args.json)
 
 
 def cmd_tasks(args) -> None:
@@ -180,6 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-weights", default=None, help="LPIPS weights file")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("video", help="translate a video file or frame folder, consistent from frame to frame")
+    predictor_args(p)
+    p.add_argument("input", metavar="INPUT", help="video file (mp4, mov, mkv, webm, ...) or a folder of frames")
+    p.add_argument("-o", "--output", required=True, help="video file (extension picks the format) or a folder for PNGs")
+    p.add_argument("--flow", default="dis-fast", help="dis-ultrafast | dis-fast | dis-medium | farneback | raft")
+    p.add_argument("--temporal", type=float, default=0.8, help="blend strength in [0, 1): 0 = per-frame (default 0.8)")
+    p.add_argument("--scene-cut", type=float, default=0.5, help="scene-cut threshold in [0, 1] (1 = never reset)")
+    p.add_argument("--lossless", action="store_true", help="bit-exact RGB video (large; for measuring)")
+    p.add_argument("--yuv444", action="store_true", help="full-resolution colour instead of 4:2:0")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of a frame-folder input (default 25)")
+    p.add_argument("--report", action="store_true", help="print warping error (per-frame vs blended) and PSNR")
+    p.add_argument("--raft-weights", default=None, metavar="PATH", help="local torchvision RAFT weights for --flow raft")
+    p.set_defaults(func=cmd_video)
+
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_cmd", required=True, metavar="TOOL")
     q = dsub.add_parser("pairs", help="make A/ (input) and B/ (photo) pairs from a folder of photographs")
@@ -199,6 +235,17 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("check", help="run every dataset check of a config and stop")
     q.add_argument("items", nargs="*", metavar="[CONFIG] [key=value]")
     p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("bench", help="speed / memory / FLOPs of the reference architectures")
+    p.add_argument("--only", default="", help="comma-separated configurations (default: all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--plain", action="store_true", help="also measure with every speed lever off")
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tasks", help="list the available methods")
     p.set_defaults(func=cmd_tasks)

@@ -86,6 +86,7 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 (CUDA only; ignored on CPU with a warning)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU (oneDNN) and GPU
     seed: int = 0
     log_every: int = 10  # scalars to TensorBoard / progress bar every N steps
     image_every: int = 200  # image grids to TensorBoard every N steps (0 = never)

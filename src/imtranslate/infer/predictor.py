@@ -72,6 +72,9 @@ class Predictor:
         self.batch_size = batch_size
         self.source = source
         self.read_mode = input_read_mode(cfg.data)
+        self.channels_last = cfg.train.channels_last
+        if self.channels_last:  # the memory format the model trained in is also its fastest
+            self.G.to(memory_format=torch.channels_last)
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
 
     @classmethod
@@ -114,6 +117,8 @@ class Predictor:
         """Encoded inputs (B, C, H, W) -> outputs (B, C_out, H, W) in [-1, 1], any H and W."""
         A = A.to(self.device, torch.float32)
         A_pad, (h, w) = pad_to_multiple(A, self.multiple)
+        if self.channels_last:
+            A_pad = A_pad.contiguous(memory_format=torch.channels_last)
         out = self.task_cls.translate(self.G, A_pad, self.cfg, self.extras, **options)
         return out[..., :h, :w].float()
 
@@ -141,6 +146,15 @@ class Predictor:
         Images of the same size are batched together (``batch_size``); each keeps its own size.
         """
         files = expand_inputs(inputs)
+        seen: dict[str, Path] = {}
+        for f in files:
+            if f.stem in seen:
+                raise DataError(f, f"has the same name as {seen[f.stem]}; outputs would overwrite each other")
+            seen[f.stem] = f
+        from ..train.distributed import env
+
+        rank, world, _ = env()
+        files = files[rank::world]  # under torchrun each process writes its own share, each file once
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         # group by size so batches need no resizing
@@ -159,11 +173,7 @@ class Predictor:
                 written.append(dst)
             bar.update(len(items))
 
-        stems = {}
         for f in files:
-            if f.stem in stems:
-                raise DataError(f, f"has the same name as {stems[f.stem]}; outputs would overwrite each other")
-            stems[f.stem] = f
             inst = None
             if inst_dir is not None:
                 cands = [p for p in Path(inst_dir).glob(f.stem + ".*")]

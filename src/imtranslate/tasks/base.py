@@ -42,7 +42,13 @@ class Task:
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         # fp16 needs loss scaling; bf16 has fp32's exponent range and does not
         self.scaler = torch.amp.GradScaler("cuda", enabled=(amp == "fp16"))
+        self.channels_last = cfg.train.channels_last
+        self.world = 1  # processes; set by the training loop under torchrun
         self.build()
+        if self.channels_last:
+            # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolution kernels
+            for mod in [m for m in vars(self).values() if isinstance(m, nn.Module)] + list(self.nets.values()):
+                mod.to(memory_format=torch.channels_last)
 
     # ---- construction -------------------------------------------------------------------
     def build(self) -> None:  # pragma: no cover - abstract
@@ -120,11 +126,22 @@ class Task:
         opt = self.optimizers[opt_key]
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.world > 1:  # torchrun: mean gradient over processes, as DistributedDataParallel does
+            from ..train.distributed import average_gradients
+
+            average_gradients([p for g in opt.param_groups for p in g["params"]], self.world)
         self.scaler.step(opt)
         self.scaler.update()
 
     def to_device(self, batch: dict) -> dict:
-        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        out = {}
+        for k, v in batch.items():
+            if torch.is_tensor(v):
+                v = v.to(self.device, non_blocking=True)
+                if self.channels_last and v.dim() == 4 and v.is_floating_point():
+                    v = v.contiguous(memory_format=torch.channels_last)
+            out[k] = v
+        return out
 
     # ---- inference -----------------------------------------------------------------------
     @property

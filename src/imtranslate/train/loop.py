@@ -25,6 +25,7 @@ from ..data import input_read_mode
 from ..errors import ConfigError, CheckpointError
 from ..tasks import get_task
 from .. import vis
+from . import distributed
 from .checkpoint import read_meta, restore_training_state, save_checkpoint
 from .ema import EMA
 
@@ -188,29 +189,39 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     if t.threads:
         torch.set_num_threads(t.threads)
     seed_everything(t.seed)
-    device = pick_device(t.device)
+    rank, world, dist_device = distributed.setup(t.device)
+    main_proc = rank == 0
+    device = dist_device or pick_device(t.device)
+    if not main_proc:
+        log = lambda msg: None  # noqa: E731 - one process speaks
+    if t.batch_size % world:
+        raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by the {world} processes")
+    local_batch = t.batch_size // world
     if t.amp != "none" and device.type != "cuda":
         log(f"note: train.amp={t.amp} needs CUDA; training in fp32 on {device}")
 
-    if run_dir is None:
+    if main_proc and run_dir is None:
         run_dir = new_run_dir(cfg)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir is not None else None))
     if cfg.data.dataset == "synthetic" and not cfg.data.synthetic.root:
         cfg.data.synthetic.root = str(run_dir / "synthetic")
-    (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-
-    # ---- data: every check before the first step, so a bad file fails now, not in hour three
     task_cls = get_task(cfg.task)
-    summary = task_cls.check_data(cfg)
+    if main_proc:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        # ---- data: every check before the first step, so a bad file fails now, not in hour three
+        summary = task_cls.check_data(cfg)
+    distributed.barrier()  # rank 0 has written any generated data before the others read it
+    if not main_proc:
+        summary = {}
     train_ds = task_cls.build_dataset(cfg, "train")
     val_ds = task_cls.build_dataset(cfg, "val")
     if len(train_ds) < t.batch_size:
         raise ConfigError(f"the training set has {len(train_ds)} pairs, fewer than train.batch_size={t.batch_size}")
-    sampler = EpochSampler(len(train_ds), t.seed)
+    sampler = EpochSampler(len(train_ds), t.seed, rank=rank, world=world)
     # the loader gets its own generator: by default it would draw worker seeds from the global
     # RNG at every epoch start, and a resumed run would then see a different random stream
-    loader = DataLoader(train_ds, batch_size=t.batch_size, sampler=sampler, drop_last=True,
+    loader = DataLoader(train_ds, batch_size=local_batch, sampler=sampler, drop_last=True,
                         num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(t.seed))
     val_loader = DataLoader(val_ds, batch_size=t.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
@@ -218,17 +229,21 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
 
     # ---- task, EMA, state
     task = task_cls(cfg, device)
+    task.world = world
+    distributed.broadcast_parameters(task.nets.values())
     ema = EMA(task.generator, t.ema_decay, t.ema_start) if t.ema_decay > 0 else None
     step = 0
     if ckpt_path is not None:
         step = restore_training_state(ckpt_path, task, ema)
         log(f"resumed from {ckpt_path} at step {step}")
     ckpt_dir = run_dir / "checkpoints"
-    jlog = JsonlLog(run_dir / "metrics.jsonl", truncate_after=step if ckpt_path else None)
-    if ckpt_path is None and jlog.path.exists():
+    jlog = JsonlLog(run_dir / "metrics.jsonl", truncate_after=step if ckpt_path and main_proc else None)
+    if main_proc and ckpt_path is None and jlog.path.exists():
         jlog.path.unlink()
+    if not main_proc:
+        jlog.write = lambda record: None
     writer = None
-    if t.tensorboard:
+    if t.tensorboard and main_proc:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run_dir / "tb"))
@@ -238,6 +253,8 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
         f"{len(val_ds)} held out; parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in n_params.items()))
 
     def checkpoint(s: int) -> None:
+        if not main_proc:
+            return
         p = save_checkpoint(ckpt_dir / f"step_{s:08d}.safetensors", task, s, ema)
         last = ckpt_dir / "last.safetensors"
         tmp = ckpt_dir / ".last.tmp"
@@ -250,6 +267,8 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
             old.unlink()
 
     def run_validation(s: int) -> dict:
+        if not main_proc:
+            return {}
         G_eval = ema.module if ema is not None else task.generator
         res = validate(task, G_eval, val_loader, t.val_batches)
         rec = {"step": s, "kind": "val", "stage": task.stage_at(max(0, s - 1)), **res}
@@ -266,7 +285,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     # ---- the loop
     from tqdm import tqdm
 
-    bar = tqdm(total=t.steps, initial=step, disable=not t.progress, dynamic_ncols=True, file=sys.stderr,
+    bar = tqdm(total=t.steps, initial=step, disable=not (t.progress and main_proc), dynamic_ncols=True, file=sys.stderr,
                desc=cfg.task)
     epoch, offset = divmod(step, per_epoch)
     sampler.epoch, sampler.start = epoch, offset * t.batch_size
@@ -295,6 +314,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
             step += 1
             last_batch = batch
             if step % t.log_every == 0 or step == t.steps:
+                logs = distributed.average_scalars(logs, device)  # every process takes part
                 now = time.perf_counter()
                 ips = (step - n_last) * t.batch_size / max(now - t_last, 1e-9)
                 t_last, n_last = now, step
@@ -305,7 +325,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
                     writer.add_scalar("train/images_per_s", ips, step)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:4]} | {"img/s": f"{ips:.1f}"})
             bar.update(1)
-            if writer and t.image_every and step % t.image_every == 0:
+            if writer and t.image_every and step % t.image_every == 0:  # writer: rank 0 only
                 writer.add_image("samples/input_output_target",
                                  sample_grid(task, ema.module if ema else task.generator, batch, cfg), step,
                                  dataformats="HWC")
@@ -325,4 +345,6 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     if writer:
         writer.close()
     log(f"done: {step} steps; checkpoint {ckpt_dir / 'last.safetensors'}")
+    distributed.barrier()
+    distributed.cleanup()
     return run_dir

@@ -1,0 +1,252 @@
+"""``imtranslate bench``: speed, memory and FLOPs of the reference architectures.
+
+For every configuration it measures, at batch 1 by default:
+
+* inference latency (the generator alone, ``torch.inference_mode``, eval mode);
+* a full training step: the task's D phase + G phase with every loss of the method;
+* peak memory: the process's peak RSS (each configuration runs in a fresh process, so the figure
+  includes the ~0.6 GB that importing torch takes, as reference measurements do) and, on CUDA,
+  ``torch.cuda.max_memory_allocated``;
+* FLOPs of one inference and one training step (``torch.utils.flop_counter``), the achieved
+  GFLOP/s, and that as a percentage of this machine's fp32 matmul peak measured in the same run.
+
+Times are medians over ``--repeats`` runs after ``--warmup`` runs.
+
+    imtranslate bench                         # every default configuration
+    imtranslate bench --only pix2pix-256 --repeats 10 --json bench.json
+    imtranslate bench --plain                 # also the unoptimised path, for the speed-up ratio
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+# name -> (task, height, width, overrides). Architectures as the reference implementations ship them.
+CONFIGS: dict[str, tuple[str, int, int, list[str]]] = {
+    # pix2pix: U-Net-256 (ngf 64, batch norm, dropout) + 70x70 PatchGAN (ndf 64, 3 layers), L1 + vanilla GAN
+    "pix2pix-256": ("pix2pix", 256, 256, ["model.generator=unet", "model.num_downs=8", "model.ngf=64",
+                                          "model.norm=batch", "model.dropout=true", "model.ndf=64",
+                                          "model.n_layers_d=3", "model.norm_d=batch", "model.gan_mode=vanilla"]),
+    # pix2pixHD global generator (ngf 64, 4 downsamplings, 9 residual blocks, instance norm) + 2-scale D
+    # (3 layers, intermediate features), LSGAN + feature matching + VGG-19 loss; 35 classes + boundary input
+    "pix2pixhd-256": ("pix2pixhd", 256, 256, []),
+    "pix2pixhd-512x256": ("pix2pixhd", 256, 512, []),
+    # the multi-resolution translator with its default widths
+    "multires-256": ("multires", 256, 256, []),
+    "multires-512": ("multires", 512, 512, []),
+}
+PIX2PIXHD = ["model.ngf=64", "model.n_local_enhancers=0", "model.n_downsampling=4", "model.n_blocks=9",
+             "model.norm=instance", "model.ndf=64", "model.n_layers_d=3", "model.num_d=2",
+             "model.lambda_vgg=10", "model.features=false", "model.global_fraction=0",
+             "data.dataset=labelmap", "data.root=unused", "data.n_classes=35", "data.use_instance=true"]
+for _k in ("pix2pixhd-256", "pix2pixhd-512x256"):
+    CONFIGS[_k][3].extend(PIX2PIXHD)
+
+
+@dataclass
+class Result:
+    name: str
+    device: str
+    height: int
+    width: int
+    variant: str
+    infer_s: float = 0.0
+    train_s: float = 0.0
+    infer_gflop: float = 0.0
+    train_gflop: float = 0.0
+    peak_rss_gb: float = 0.0
+    cuda_max_alloc_gb: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def peak_rss_gb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
+
+
+def matmul_peak_gflops(device: str = "cpu", n: int = 2048, repeats: int = 10) -> float:
+    """fp32 matmul throughput of this machine now: the ceiling the percentages are relative to."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def _sync(device) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _fake_batch(task, h: int, w: int, batch: int, device) -> dict:
+    """Random inputs shaped like the task's data (one-hot labels for label inputs)."""
+    g = torch.Generator().manual_seed(0)
+    c = task.in_channels
+    d = task.cfg.data
+    if d.dataset == "labelmap" or d.input_kind == "label":
+        n = d.n_classes
+        label = torch.randint(0, n, (batch, h, w), generator=g)
+        A = torch.nn.functional.one_hot(label, n).permute(0, 3, 1, 2).float()
+        if c > n:  # boundary channel
+            A = torch.cat([A, (torch.rand(batch, c - n, h, w, generator=g) > 0.9).float()], 1)
+    else:
+        label = torch.zeros(batch, h, w, dtype=torch.long)
+        A = torch.rand(batch, c, h, w, generator=g) * 2 - 1
+    B = torch.rand(batch, task.out_channels, h, w, generator=g) * 2 - 1
+    return task.to_device({"A": A, "B": B, "label": label, "inst": label})
+
+
+def _median_time(fn, warmup: int, repeats: int, device) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
+def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, repeats: int = 5,
+            plain: bool = False, vgg_weights: str = "random") -> Result:
+    """Measure one configuration in this process. ``plain`` turns every speed lever off."""
+    from .config import load_config
+    from .tasks import get_task
+
+    task_name, h, w, overrides = CONFIGS[name]
+    over = [f"task={task_name}", f"train.batch_size={batch}", f"train.device={device}",
+            f"data.crop_size={min(h, w)}"] + list(overrides)
+    if task_name != "pix2pix":
+        over.append(f"model.vgg_weights={vgg_weights}")  # timing does not depend on weight values
+    if plain:
+        over += ["train.channels_last=false"]
+    cfg = load_config(None, over)
+    torch.manual_seed(0)
+    task = get_task(task_name)(cfg, device)
+    task.on_step_start(0)
+    batch_d = _fake_batch(task, h, w, batch, device)
+    G = task.generator
+    G_eval = G
+
+    def infer():
+        with torch.inference_mode():
+            type(task).translate(G_eval, batch_d["A"], cfg)
+
+    step = [0]
+
+    def train_step():
+        task.train_step(batch_d, step[0])
+        step[0] += 1
+
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    res = Result(name=name, device=device, height=h, width=w, variant="plain" if plain else "imtranslate")
+    res.train_gflop = _flops(train_step)
+    res.train_s = _median_time(train_step, warmup, repeats, device)
+    G.eval()
+    res.infer_gflop = _flops(infer)
+    res.infer_s = _median_time(infer, warmup, repeats, device)
+    res.peak_rss_gb = peak_rss_gb()
+    if device.startswith("cuda"):
+        res.cuda_max_alloc_gb = torch.cuda.max_memory_allocated() / 1024**3
+    res.extra = {"G_params_M": sum(p.numel() for p in G.parameters()) / 1e6, "threads": torch.get_num_threads()}
+    return res
+
+
+def main_child(argv) -> None:
+    """Entry of the per-configuration subprocess: measure, print one JSON line."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("name")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--plain", action="store_true")
+    ap.add_argument("--threads", type=int, default=0)
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    r = run_one(a.name, a.device, a.batch, a.warmup, a.repeats, a.plain)
+    print("RESULT " + json.dumps(r.__dict__), flush=True)
+
+
+def run_bench(names=None, device="auto", batch=1, warmup=2, repeats=5, plain=False, threads=0,
+              json_path=None, log=print) -> list[dict]:
+    """Every configuration in its own process (clean peak-memory figures); prints a table."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    names = names or list(CONFIGS)
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown:
+        from .errors import ImtranslateError
+
+        raise ImtranslateError(f"unknown bench configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    peak = matmul_peak_gflops(device)
+    log(f"{device}: fp32 matmul peak {peak:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    rows = []
+    for name in names:
+        for variant in (["plain", "imtranslate"] if plain else ["imtranslate"]):
+            cmd = [sys.executable, "-m", "imtranslate.bench", name, "--device", device, "--batch", str(batch),
+                   "--warmup", str(warmup), "--repeats", str(repeats), "--threads", str(threads or torch.get_num_threads())]
+            if variant == "plain":
+                cmd.append("--plain")
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                log(f"{name} ({variant}) failed:\n{proc.stderr[-2000:]}")
+                continue
+            r = json.loads(line[0][len("RESULT "):])
+            r["infer_gflops_per_s"] = r["infer_gflop"] / r["infer_s"]
+            r["train_gflops_per_s"] = r["train_gflop"] / r["train_s"]
+            r["infer_pct_peak"] = 100 * r["infer_gflops_per_s"] / peak
+            r["train_pct_peak"] = 100 * r["train_gflops_per_s"] / peak
+            r["matmul_peak_gflops"] = peak
+            rows.append(r)
+            log(format_row(r))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"device": device, "matmul_peak_gflops": peak, "results": rows}, f, indent=2)
+    return rows
+
+
+HEADER = ("| config | variant | infer s | infer GFLOP | infer % peak | train step s | train GFLOP | "
+          "train % peak | peak RSS GB | CUDA max GB |")
+
+
+def format_row(r: dict) -> str:
+    return (f"| {r['name']} | {r['variant']} | {r['infer_s']:.3f} | {r['infer_gflop']:.1f} | "
+            f"{r['infer_pct_peak']:.0f}% | {r['train_s']:.3f} | {r['train_gflop']:.1f} | {r['train_pct_peak']:.0f}% | "
+            f"{r['peak_rss_gb']:.2f} | {r['cuda_max_alloc_gb']:.2f} |")
+
+
+if __name__ == "__main__":
+    main_child(sys.argv[1:])
