@@ -166,3 +166,18 @@ def test_vgg_loss_checks_layers(vgg):
         VGGLoss(vgg)  # default layers go deeper than this extractor
     with pytest.raises(ValueError, match="same length"):
         VGGLoss(vgg, perceptual_layers=("relu1_1",), perceptual_weights=(1.0, 2.0), style_layers=())
+
+
+def test_relative_style_loss_is_scale_free():
+    """The relative Gram error does not change when every feature is scaled (e.g. other VGG weights)."""
+    import torch
+
+    from imtranslate.losses.perceptual import _style
+
+    torch.manual_seed(0)
+    fp = {"a": torch.rand(2, 4, 8, 8)}
+    ft = {"a": torch.rand(2, 4, 8, 8)}
+    base = _style(fp, ft, ["a"], fp["a"], "relative")
+    scaled = _style({"a": fp["a"] * 50}, {"a": ft["a"] * 50}, ["a"], fp["a"], "relative")
+    assert base > 0 and torch.allclose(base, scaled, rtol=1e-4)
+    assert _style(ft, ft, ["a"], fp["a"], "relative") == 0

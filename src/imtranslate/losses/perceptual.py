@@ -33,11 +33,24 @@ def _perceptual(fp: dict, ft: dict, layers: Sequence[str], weights: Sequence[flo
     return loss
 
 
-def _style(fp: dict, ft: dict, layers: Sequence[str], like: torch.Tensor) -> torch.Tensor:
-    """Mean over layers of the mean squared difference of Gram matrices."""
+def _style(fp: dict, ft: dict, layers: Sequence[str], like: torch.Tensor, norm: str = "none") -> torch.Tensor:
+    """Mean over layers of the mean squared difference of Gram matrices.
+
+    ``norm="relative"`` divides each image's squared Gram difference by the target Gram's own
+    squared norm: the loss no longer depends on the scale of the features, so one loss weight
+    serves ImageNet and random VGG weights, and every layer counts alike.
+    """
     if not layers:
         return like.new_zeros(())
-    return torch.stack([F.mse_loss(gram_matrix(fp[n]), gram_matrix(ft[n])) for n in layers]).mean()
+    per_layer = []
+    for n in layers:
+        gp, gt = gram_matrix(fp[n]), gram_matrix(ft[n])
+        if norm == "relative":
+            err = (gp - gt).pow(2).sum((1, 2)) / gt.pow(2).sum((1, 2)).clamp_min(1e-12)  # (B,)
+            per_layer.append(err.mean())
+        else:
+            per_layer.append(F.mse_loss(gp, gt))
+    return torch.stack(per_layer).mean()
 
 
 class VGGLoss(nn.Module):
@@ -46,7 +59,8 @@ class VGGLoss(nn.Module):
     * perceptual: ``sum_l w_l * L1(VGG_l(pred), VGG_l(target))`` over ``perceptual_layers``
       with ``perceptual_weights`` (pix2pixHD's VGG loss; it weights it by 10 in the total).
     * style: mean over ``style_layers`` of the MSE between Gram matrices (normalised by
-      C*H*W, so values are small: weights of 1e2..1e4 are usual).
+      C*H*W, so values are small: weights of 1e2..1e4 are usual), or with
+      ``style_norm="relative"`` the Gram difference relative to the target's Gram (scale-free).
 
     Pictures are in [-1, 1]. The target's features are computed under ``torch.no_grad``.
     An empty layer tuple turns that loss off (it is then 0). The extractor must provide every
@@ -60,8 +74,12 @@ class VGGLoss(nn.Module):
         perceptual_layers: Sequence[str] = PERCEPTUAL_LAYERS,
         perceptual_weights: Sequence[float] = PERCEPTUAL_WEIGHTS,
         style_layers: Sequence[str] = STYLE_LAYERS,
+        style_norm: str = "none",
     ):
         super().__init__()
+        if style_norm not in ("none", "relative"):
+            raise ValueError(f"style_norm must be 'none' or 'relative', got {style_norm!r}")
+        self.style_norm = style_norm
         if len(perceptual_layers) != len(perceptual_weights):
             raise ValueError(
                 f"perceptual_layers and perceptual_weights must have the same length, "
@@ -81,7 +99,7 @@ class VGGLoss(nn.Module):
             ft = self.extractor(target)
         return {
             "perceptual": _perceptual(fp, ft, self.perceptual_layers, self.perceptual_weights, pred),
-            "style": _style(fp, ft, self.style_layers, pred),
+            "style": _style(fp, ft, self.style_layers, pred, self.style_norm),
         }
 
 

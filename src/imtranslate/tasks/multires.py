@@ -48,7 +48,8 @@ class MultiResConfig:
     gan_mode: str = "lsgan"
     lambda_l1: float = 100.0
     lambda_gan: float = 1.0
-    lambda_style: float = 1000.0  # Gram matrices are normalised by C*H*W, hence the large weight
+    lambda_style: float = 10.0  # Gram-matrix style loss (relative Gram error, see style_norm)
+    style_norm: str = "relative"  # relative: |G(out)-G(B)|^2/|G(B)|^2, independent of VGG feature scale; none: MSE
     style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
     level_weights: list[float] = field(default_factory=list)  # per level, coarsest first; [] = equal
     stage_steps: list[int] = field(default_factory=list)  # steps of each coarse-to-fine stage; [] = stage_fraction
@@ -74,6 +75,8 @@ class MultiResTask(Task):
                               f"got {len(m.stage_steps)}")
         if m.level_weights and len(m.level_weights) != m.n_levels:
             raise ConfigError(f"model.level_weights needs {m.n_levels} entries (coarsest first)")
+        if m.style_norm not in ("relative", "none"):
+            raise ConfigError(f"model.style_norm: {m.style_norm!r} is not relative or none")
         if m.fusion not in ("concat", "sum"):
             raise ConfigError(f"model.fusion: {m.fusion!r} is not concat or sum")
         if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
@@ -143,7 +146,8 @@ class MultiResTask(Task):
         self.vgg_loss = None
         if m.lambda_style > 0:
             vgg = VGG19Features(layers=tuple(m.style_layers), weights=m.vgg_weights).to(self.device)
-            self.vgg_loss = VGGLoss(vgg, perceptual_layers=(), perceptual_weights=(), style_layers=tuple(m.style_layers))
+            self.vgg_loss = VGGLoss(vgg, perceptual_layers=(), perceptual_weights=(), style_layers=tuple(m.style_layers),
+                                    style_norm=m.style_norm)
         self.add_optimizer("G", G.parameters(), self.cfg.train.lr_g)
         self.add_optimizer("D", [p for D in Ds for p in D.parameters()], self.cfg.train.lr_d)
         w = list(m.level_weights) or [1.0] * m.n_levels
