@@ -52,7 +52,7 @@ def test_predictor_from_checkpoint_alone_matches_training_generator(tmp_path, ta
     meta = read_meta(ckpt)
     assert meta["step"] == 2 and meta["task"] == task_name
 
-    pred = Predictor.from_checkpoint(ckpt, device="cpu")
+    pred = Predictor.from_checkpoint(ckpt, device="cpu", optimize=False)
     assert pred.source == "ema"
     # the same EMA weights put into a generator built by the task itself
     saved_cfg = pred.cfg
@@ -67,6 +67,9 @@ def test_predictor_from_checkpoint_alone_matches_training_generator(tmp_path, ta
         expect = type(task).translate(G, A, saved_cfg, load_tensors(ckpt, "extra/"))
     got = pred(A)
     assert torch.equal(got, expect)
+    # the inference rewrites (batch-norm folding) compute the same function
+    fast = Predictor.from_checkpoint(ckpt, device="cpu")(A)
+    assert torch.allclose(fast, expect, atol=1e-5)
     # and the raw (non-EMA) weights are available too
     assert Predictor.from_checkpoint(ckpt, device="cpu", use_ema=False).source == "net"
 

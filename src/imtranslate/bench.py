@@ -151,7 +151,13 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     task.on_step_start(0)
     batch_d = _fake_batch(task, h, w, batch, device)
     G = task.generator
-    G_eval = G
+    import copy
+
+    G_eval = copy.deepcopy(G).eval()  # what a predictor runs: eval mode, inference rewrites
+    if not plain:
+        from .infer.optimize import fold_batchnorm
+
+        fold_batchnorm(G_eval)
 
     def infer():
         with torch.inference_mode():
@@ -168,7 +174,6 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     res = Result(name=name, device=device, height=h, width=w, variant="plain" if plain else "imtranslate")
     res.train_gflop = _flops(train_step)
     res.train_s = _median_time(train_step, warmup, repeats, device)
-    G.eval()
     res.infer_gflop = _flops(infer)
     res.infer_s = _median_time(infer, warmup, repeats, device)
     res.peak_rss_gb = peak_rss_gb()

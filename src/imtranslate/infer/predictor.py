@@ -63,8 +63,12 @@ class Predictor:
     """A generator and the recipe (config, task) that turns raw images into its inputs."""
 
     def __init__(self, G: torch.nn.Module, cfg: Config, extras: dict | None = None, device="cpu",
-                 batch_size: int = 4, source: str = ""):
+                 batch_size: int = 4, source: str = "", optimize: bool = True):
         self.G = G.to(device).eval()
+        if optimize:  # same function, fewer passes over memory (see infer/optimize.py)
+            from .optimize import fold_batchnorm
+
+            fold_batchnorm(self.G)
         self.cfg = cfg
         self.task_cls = get_task(cfg.task)
         self.extras = {k: v.to(device) for k, v in (extras or {}).items()}
@@ -78,7 +82,8 @@ class Predictor:
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
 
     @classmethod
-    def from_checkpoint(cls, path, device: str = "auto", use_ema: bool = True, batch_size: int = 4) -> "Predictor":
+    def from_checkpoint(cls, path, device: str = "auto", use_ema: bool = True, batch_size: int = 4,
+                        optimize: bool = True) -> "Predictor":
         """Rebuild the generator named in the checkpoint from its saved kwargs and load its weights."""
         meta = read_meta(path)
         cfg = resolve(meta["config"])
@@ -90,7 +95,7 @@ class Predictor:
         extras = load_tensors(path, "extra/")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(G, cfg, extras, device=device, batch_size=batch_size, source=source)
+        return cls(G, cfg, extras, device=device, batch_size=batch_size, source=source, optimize=optimize)
 
     # ---- encoding ----------------------------------------------------------------------------
     def encode(self, x, inst=None) -> torch.Tensor:
