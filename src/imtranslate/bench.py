@@ -172,11 +172,13 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     res = Result(name=name, device=device, height=h, width=w, variant="plain" if plain else "imtranslate")
-    res.train_gflop = _flops(train_step)
+    # timing first: the peak RSS read right after is the training peak (import included), not
+    # the FLOP counter's bookkeeping
     res.train_s = _median_time(train_step, warmup, repeats, device)
-    res.infer_gflop = _flops(infer)
-    res.infer_s = _median_time(infer, warmup, repeats, device)
     res.peak_rss_gb = peak_rss_gb()
+    res.train_gflop = _flops(train_step)
+    res.infer_s = _median_time(infer, warmup, repeats, device)
+    res.infer_gflop = _flops(infer)
     if device.startswith("cuda"):
         res.cuda_max_alloc_gb = torch.cuda.max_memory_allocated() / 1024**3
     res.extra = {"G_params_M": sum(p.numel() for p in G.parameters()) / 1e6, "threads": torch.get_num_threads()}
