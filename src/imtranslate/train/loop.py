@@ -200,12 +200,18 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     if t.amp != "none" and device.type != "cuda":
         log(f"note: train.amp={t.amp} needs CUDA; training in fp32 on {device}")
 
+    # nets (and pretrained weights such as VGG-19) first: a missing weight file fails here,
+    # before any run folder or data is written
+    task_cls = get_task(cfg.task)
+    task = task_cls(cfg, device)
+    task.world = world
+    distributed.broadcast_parameters(task.nets.values())
+
     if main_proc and run_dir is None:
         run_dir = new_run_dir(cfg)
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir is not None else None))
     if cfg.data.dataset == "synthetic" and not cfg.data.synthetic.root:
         cfg.data.synthetic.root = str(run_dir / "synthetic")
-    task_cls = get_task(cfg.task)
     if main_proc:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
@@ -227,10 +233,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     val_loader = DataLoader(val_ds, batch_size=t.batch_size, shuffle=False, num_workers=cfg.data.num_workers)
     per_epoch = len(train_ds) // t.batch_size
 
-    # ---- task, EMA, state
-    task = task_cls(cfg, device)
-    task.world = world
-    distributed.broadcast_parameters(task.nets.values())
+    # ---- EMA, state
     ema = EMA(task.generator, t.ema_decay, t.ema_start) if t.ema_decay > 0 else None
     step = 0
     if ckpt_path is not None:
