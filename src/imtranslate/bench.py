@@ -133,12 +133,14 @@ def _flops(fn) -> float:
 
 
 def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, repeats: int = 5,
-            plain: bool = False, vgg_weights: str = "random") -> Result:
-    """Measure one configuration in this process. ``plain`` turns every speed lever off."""
+            plain: bool = False, vgg_weights: str = "random", scale: float = 1.0) -> Result:
+    """Measure one configuration in this process. ``plain`` turns every speed lever off;
+    ``scale`` shrinks the image size (smoke tests)."""
     from .config import load_config
     from .tasks import get_task
 
     task_name, h, w, overrides = CONFIGS[name]
+    h, w = max(32, int(h * scale)), max(32, int(w * scale))
     over = [f"task={task_name}", f"train.batch_size={batch}", f"train.device={device}",
             f"data.crop_size={min(h, w)}"] + list(overrides)
     if task_name != "pix2pix":
@@ -197,15 +199,16 @@ def main_child(argv) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--plain", action="store_true")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0)
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    r = run_one(a.name, a.device, a.batch, a.warmup, a.repeats, a.plain)
+    r = run_one(a.name, a.device, a.batch, a.warmup, a.repeats, a.plain, scale=a.scale)
     print("RESULT " + json.dumps(r.__dict__), flush=True)
 
 
 def run_bench(names=None, device="auto", batch=1, warmup=2, repeats=5, plain=False, threads=0,
-              json_path=None, log=print) -> list[dict]:
+              json_path=None, log=print, scale: float = 1.0) -> list[dict]:
     """Every configuration in its own process (clean peak-memory figures); prints a table."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -223,7 +226,8 @@ def run_bench(names=None, device="auto", batch=1, warmup=2, repeats=5, plain=Fal
     for name in names:
         for variant in (["plain", "imtranslate"] if plain else ["imtranslate"]):
             cmd = [sys.executable, "-m", "imtranslate.bench", name, "--device", device, "--batch", str(batch),
-                   "--warmup", str(warmup), "--repeats", str(repeats), "--threads", str(threads or torch.get_num_threads())]
+                   "--warmup", str(warmup), "--repeats", str(repeats), "--threads", str(threads or torch.get_num_threads()),
+                   "--scale", str(scale)]
             if variant == "plain":
                 cmd.append("--plain")
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

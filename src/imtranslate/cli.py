@@ -82,8 +82,12 @@ def cmd_translate(args) -> None:
     options = {}
     if args.cluster is not None:
         options["cluster"] = args.cluster
+    options.update(tile=args.tile, overlap=args.tile_overlap, max_memory=args.max_memory, norm_stats=args.norm_stats)
     written = p.translate_files(args.inputs, args.output, suffix=args.suffix, progress=not args.quiet,
                                 inst_dir=args.inst_dir, **options)
+    for f, choice in p.tiling_log:
+        print(f"{f.name}: {choice.reason}, {choice.overlap} px overlap" + "".join(f"; {n}" for n in choice.notes),
+              file=sys.stderr)
     print(f"wrote {len(written)} image(s) to {args.output} ({p.source} weights of {args.checkpoint})")
 
 
@@ -144,7 +148,7 @@ def cmd_bench(args) -> None:
     print("|" + "---|" * (HEADER.count("|") - 1))
     run_bench(args.only.split(",") if args.only else None, device=args.device, batch=args.batch,
               warmup=args.warmup, repeats=args.repeats, plain=args.plain, threads=args.threads,
-              json_path=args.json)
+              json_path=args.json, scale=args.scale)
 
 
 def cmd_tasks(args) -> None:
@@ -193,6 +197,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inst-dir", default=None, help="instance maps (same stems) for label inputs that use them")
     p.add_argument("--cluster", type=int, default=None,
                    help="pix2pixHD with instance features: which K-means cluster to use for every class")
+    p.add_argument("--tile", type=int, default=None, metavar="N",
+                   help="translate in N-pixel tiles (0: never tile); default: only images that would not fit "
+                        "--max-memory")
+    p.add_argument("--tile-overlap", type=int, default=None, metavar="M",
+                   help="pixels neighbouring tiles share (default: measured for the model)")
+    p.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                   help="memory budget of a translation (CPU: the whole process; default 2 GB on the CPU, "
+                        "90%% of the GPU)")
+    p.add_argument("--norm-stats", choices=["exact", "fast"], default="exact",
+                   help="instance-norm statistics of tiled images: exact (streamed over the tiles) or fast "
+                        "(from a shrunk copy; approximate)")
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help="held-out L1 / PSNR / SSIM (+ FID / LPIPS when their weights are local)")
@@ -245,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--plain", action="store_true", help="also measure with every speed lever off")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--scale", type=float, default=1.0, help="shrink every image size by this factor (smoke runs)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tasks", help="list the available methods")
