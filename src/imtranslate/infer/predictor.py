@@ -6,7 +6,8 @@
     >>> p.translate_files(["a.png", "dir/"], "out/") # files, folders and globs
 
 Every input is translated at its own size: it is padded (reflect) up to the model's size
-multiple and the output is cropped back — never silently resized.
+multiple and the output is cropped back — never silently resized. An image whose translation
+would not fit the memory budget is translated in overlapping tiles (``infer/tiling.py``).
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config, resolve
-from ..data import encode_input, input_read_mode, list_images, read_image, to_uint8, write_image
+from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
 from ..nets import build_net
 from ..tasks import get_task
 from ..train.checkpoint import load_net_weights, load_tensors, read_meta
+from .tiling import (TilingChoice, TilingError, choose_tiling, default_budget, instance_norms, measure_edge_effect,
+                     measure_memory, memory_in_use, overlap_for_edge, probe_input, round_up, tile_translate)
 
 
 def expand_inputs(inputs) -> list[Path]:
@@ -80,6 +83,10 @@ class Predictor:
         if self.channels_last:  # the memory format the model trained in is also its fastest
             self.G.to(memory_format=torch.channels_last)
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
+        self._memory = None  # tiling.MemoryModel, measured on first need
+        self._overlap = None  # (overlap, note), measured on first need
+        self.last_tiling: TilingChoice | None = None  # how the last translate_tensor ran
+        self.tiling_log: list[tuple[Path, TilingChoice]] = []  # tiled images of the last translate_files
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", use_ema: bool = True, batch_size: int = 4,
@@ -118,14 +125,106 @@ class Predictor:
 
     # ---- running -----------------------------------------------------------------------------
     @torch.inference_mode()
-    def translate_tensor(self, A: torch.Tensor, **options) -> torch.Tensor:
-        """Encoded inputs (B, C, H, W) -> outputs (B, C_out, H, W) in [-1, 1], any H and W."""
+    def translate_tensor(self, A: torch.Tensor, tile: int | None = None, overlap: int | None = None,
+                         max_memory: float | None = None, norm_stats: str = "exact", **options) -> torch.Tensor:
+        """Encoded inputs (B, C, H, W) -> outputs (B, C_out, H, W) in [-1, 1], any H and W.
+
+        Tiling (see :meth:`plan_tiling`): ``tile`` None = automatic (tiles only when the whole
+        image would not fit ``max_memory`` GB), 0 = never, N = N-pixel tiles; ``overlap`` in
+        pixels (None: measured for this model); ``norm_stats`` "exact" or "fast" (whole-image
+        instance-norm statistics streamed exactly, or taken on a shrunk copy). Tiled outputs
+        are on the CPU.
+        """
+        choice = self.plan_tiling(A.shape, tile=tile, overlap=overlap, max_memory=max_memory,
+                                  norm_stats=norm_stats, **options)
+        self.last_tiling = choice
+        if choice.tile:
+            return tile_translate(self._tile_fn(options), A.float(), choice.tile, choice.overlap, self.multiple,
+                                  model=self.G, stats=choice.stats, stats_scale=choice.stats_scale,
+                                  is_label=self.read_mode == "label", device=self.device)
         A = A.to(self.device, torch.float32)
         A_pad, (h, w) = pad_to_multiple(A, self.multiple)
         if self.channels_last:
             A_pad = A_pad.contiguous(memory_format=torch.channels_last)
         out = self.task_cls.translate(self.G, A_pad, self.cfg, self.extras, **options)
         return out[..., :h, :w].float()
+
+    # ---- tiling --------------------------------------------------------------------------------
+    def _tile_fn(self, options: dict):
+        """The model on one padded tile (B, C, h, w) -> (B, C_out, h, w)."""
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return self.task_cls.translate(self.G, x, self.cfg, self.extras, **options).float()
+
+        return fn
+
+    def memory_model(self, **options):
+        """Peak memory of one forward as ``fixed + per_pixel * pixels`` (measured once, cached)."""
+        if self._memory is None:
+            self._memory = measure_memory(self._tile_fn(options), input_channels(self.cfg.data), self.multiple,
+                                          self.device, model=self.G)
+        return self._memory
+
+    def tile_overlap(self, **options) -> tuple[int, str]:
+        """The default tile overlap for this model, and a note when it is only a lower bound.
+
+        Twice the distance over which a tile border changes the output by more than half a
+        grey level, measured on a synthetic probe (a larger probe when the first one is too
+        small to see the effect die out); cached.
+        """
+        if self._overlap is None:
+            fn = self._tile_fn(options)
+            size = round_up(max(256, 2 * self.multiple), self.multiple)
+            note = ""
+            while True:
+                probe = probe_input(input_channels(self.cfg.data), size, size, self.read_mode == "label").to(self.device)
+                dist, saturated = measure_edge_effect(fn, probe, self.multiple, model=self.G)
+                if not saturated:
+                    break
+                if size * 2 > 1024:
+                    note = (f"a tile border changes the output at least {dist} px inward (more than a "
+                            f"{size} px probe shows); overlap {overlap_for_edge(dist)} px")
+                    break
+                size *= 2
+            self._overlap = (max(16, overlap_for_edge(dist)), note)
+        return self._overlap
+
+    def plan_tiling(self, shape, tile: int | None = None, overlap: int | None = None,
+                    max_memory: float | None = None, norm_stats: str = "exact", **options) -> TilingChoice:
+        """Whether (and how) an input of ``shape`` (B, C, H, W) is tiled; see :meth:`translate_tensor`.
+
+        The budget is the peak memory of the whole process on the CPU (its resident size), or
+        of the CUDA allocator; default :func:`tiling.default_budget`.
+        """
+        if norm_stats not in ("exact", "fast"):
+            raise TilingError(f"norm_stats must be 'exact' or 'fast', got {norm_stats!r}")
+        if tile == 0:
+            return TilingChoice(0, reason="untiled (asked for)")
+        if tile is not None and tile < 0:
+            raise TilingError(f"--tile must be 0 (untiled) or a tile size in pixels, got {tile}")
+        if max_memory is not None and max_memory <= 0:
+            raise TilingError(f"--max-memory must be a positive number of GB, got {max_memory}")
+        b, _, h, w = shape
+        norms = bool(instance_norms(self.G))
+        mem = self.memory_model(**options) if (tile is None or norms) else None
+        budget = max_memory * 2**30 if max_memory else default_budget(self.device)
+        in_use = memory_in_use(self.device)
+        if tile is None and mem.bytes_for(b, round_up(h, self.multiple), round_up(w, self.multiple)) <= budget - in_use:
+            return choose_tiling(mem, shape, self.multiple, budget, in_use)  # untiled; no overlap needed
+        notes = []
+        if overlap is None:
+            overlap, note = self.tile_overlap(**options)
+            notes += [note] if note else []
+            if tile is not None and overlap > tile // 2:
+                notes.append(f"{tile} px tiles are small for this model (it needs {overlap} px of overlap); "
+                             f"tile borders may show")
+                overlap = tile // 2
+        choice = choose_tiling(mem, shape, self.multiple, budget, in_use, tile=tile, overlap=overlap,
+                               instance_norm=norms, fast_stats=norm_stats == "fast")
+        choice.notes += notes
+        return choice
 
     def __call__(self, x, inst=None, **options):
         """Translate one image. PIL in -> PIL out; ndarray in -> uint8 ndarray out; tensor in -> tensor out.
@@ -151,6 +250,7 @@ class Predictor:
         Images of the same size are batched together (``batch_size``); each keeps its own size.
         """
         files = expand_inputs(inputs)
+        self.tiling_log = []  # (file, TilingChoice) of every image translated in tiles
         seen: dict[str, Path] = {}
         for f in files:
             if f.stem in seen:
@@ -187,6 +287,13 @@ class Predictor:
                 inst = cands[0]
             A = self.encode(f, inst)
             key = tuple(A.shape)
+            if options.get("tile") != 0 and self.plan_tiling((1, *A.shape), **options).tile:
+                # an image that needs tiles is translated alone: a batch of them would multiply
+                # the memory of the output being blended
+                encoded[("alone",)] = [(A, f)]
+                flush(("alone",))
+                self.tiling_log.append((f, self.last_tiling))
+                continue
             encoded.setdefault(key, []).append((A, f))
             if len(encoded[key]) >= self.batch_size:
                 flush(key)
