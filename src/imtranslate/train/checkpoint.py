@@ -57,6 +57,12 @@ def _optimizer_from_flat(key: str, opt: torch.optim.Optimizer, tensors: dict, me
     for idx, small in meta.get("small", {}).items():
         state.setdefault(int(idx), {}).update(small)
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    # moments were saved contiguous; give them back their parameter's memory format (e.g.
+    # channels-last), as a fresh optimiser would, so resumed kernels take the same paths
+    for p, st in opt.state.items():
+        for name, v in st.items():
+            if torch.is_tensor(v) and v.shape == p.shape and v.dim() == 4:
+                st[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict, path: Path) -> None:
