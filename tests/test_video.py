@@ -154,6 +154,14 @@ def test_frame_folder_round_trip(tmp_path):
     assert video.info.kind == "folder" and video.info.fps == 12 and video.info.n_frames == 5
     assert all(np.array_equal(a, b) for a, b in zip(frames, video))
     assert open_video(out).info.fps == 25  # folders have no rate of their own
+    write_clip(out, frames[:2])  # a shorter run into the same folder replaces the old frames
+    assert len(list(open_video(out))) == 2
+    # frames named 1.png, 2.png, ..., 10.png come in numeric order
+    numbered = tmp_path / "numbered"
+    numbered.mkdir()
+    for i in range(11):
+        cv2.imwrite(str(numbered / f"{i + 1}.png"), np.full((8, 8, 3), i * 20, np.uint8))
+    assert [int(f[0, 0, 0]) // 20 for f in open_video(numbered)] == list(range(11))
 
 
 def test_audio_track_preserved(tmp_path):

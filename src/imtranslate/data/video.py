@@ -9,9 +9,9 @@
 Frames are decoded and encoded one at a time, so memory does not grow with the length of the
 video. A video file keeps its frame rate and size; its first audio track is copied into the
 output unchanged when the output container accepts that codec, and re-encoded otherwise (e.g.
-AAC into WebM becomes Opus). Frame folders are read as their images sorted by file name and
-written as numbered PNGs (``frame_000001.png`` ...); they carry no frame rate (25 by default)
-and no audio.
+AAC into WebM becomes Opus). Frame folders are read as their images in natural name order
+(``2.png`` before ``10.png``) and written as numbered PNGs (``frame_000001.png`` ...); they
+carry no frame rate (25 by default) and no audio.
 
 Every failure a user can cause raises :class:`~imtranslate.errors.DataError` naming the file.
 PyAV is an optional dependency (``pip install 'imtranslate[video]'``); frame folders work
@@ -19,6 +19,7 @@ without it.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,6 +39,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"})
 DEFAULT_FOLDER_FPS = 25
 
 _FOLDER_PATTERN = "frame_{:06d}.png"
+_FOLDER_FRAME = re.compile(r"frame_\d{6}\.png")
 
 
 def _import_av():
@@ -106,7 +108,7 @@ class VideoReader:
 
     # ---- probing ---------------------------------------------------------------------------
     def _probe_folder(self, fps) -> VideoInfo:
-        self._files = list_images(self.path)
+        self._files = sorted(list_images(self.path), key=_natural_key)
         if not self._files:
             raise DataError(self.path, "folder holds no images", f"a frame folder holds {', '.join(sorted(IMAGE_EXTENSIONS))} files")
         h, w = read_image(self._files[0], "rgb").shape[:2]
@@ -207,6 +209,11 @@ class VideoReader:
         self.close()
 
 
+def _natural_key(path: Path):
+    """Sort ``2.png`` before ``10.png``: digit runs compare as numbers."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
 def open_video(path, *, fps=None) -> VideoReader:
     """Open a video file (mp4, mov, mkv, webm, avi, ... anything FFmpeg reads) or a frame folder.
 
@@ -252,7 +259,8 @@ class VideoWriter:
     Args:
         path: ``out.mp4`` / ``.mov`` / ``.mkv`` / ``.webm`` / ``.avi`` (or any container FFmpeg
             writes), or a folder (an existing folder or a name without extension), which gets
-            numbered PNGs ``frame_000001.png`` ...
+            numbered PNGs ``frame_000001.png`` ... (earlier ``frame_NNNNNN.png`` files there are
+            removed first; other files are left alone).
         fps: frames per second (a float or an exact ``Fraction`` such as 30000/1001).
         size: ``(width, height)``; ``None`` takes it from the first frame. Every frame must
             have this size.
@@ -292,6 +300,10 @@ class VideoWriter:
             if self.path.exists() and not self.path.is_dir():
                 raise DataError(self.path, "exists and is not a folder")
             self.path.mkdir(parents=True, exist_ok=True)
+            # frames of an earlier, longer run would read as part of this video: remove them
+            for old in self.path.glob("frame_*.png"):
+                if _FOLDER_FRAME.fullmatch(old.name):
+                    old.unlink()
             if self.audio_from is not None and _source_has_audio(self.audio_from):
                 self.audio = "dropped (a frame folder holds no audio)"
         else:

@@ -322,9 +322,10 @@ def occlusion_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, prev: Optional[np.n
             ``|f + b|^2 > alpha * (|f|^2 + |b|^2) + beta``: following a pixel back and forth must
             lead home, up to a tolerance growing with the motion. Ruder et al. use
             ``beta = 0.5`` with DeepFlow; DIS flow carries more sub-pixel noise, and with 0.5 it
-            marks 3-7 % of a purely moving picture as occluded (whose flicker then stays), so
-            the default is 2.0 (px^2); the brightness check catches the gross errors this lets
-            through (``benchmarks/video.py`` measures both settings).
+            marks 1-5 % more of a moving picture as occluded than truly is (dis-medium /
+            dis-fast), where flicker then stays, so the default is 2.0 (px^2); the brightness
+            check catches the gross errors this lets through (``benchmarks/video.py`` measures
+            both settings).
         brightness: brightness-constancy check: also occluded where the grey levels of ``cur`` and
             the warped ``prev`` differ by more than this fraction of the range (0.08 = 20 of 255
             levels); ``None`` skips it. Catches flow failures and lighting changes the

@@ -36,9 +36,7 @@ class Pix2PixConfig:
     gan_mode: str = "vanilla"  # vanilla | lsgan | hinge
     lambda_gan: float = 1.0
     lambda_l1: float = 100.0
-    # > 0: also translate a copy of the input moved by a random small known warp, and penalise
-    # the masked L1 between that output and the warped output (steadier video; costs one more G pass)
-    lambda_temporal: float = 0.0
+    lambda_temporal: float = 0.0  # > 0: temporal loss on a randomly warped copy of the input (steadier video; one more G pass)
 
 
 @register_task
