@@ -8,6 +8,9 @@
     imtranslate data pairs SRC DST --kind contours     make training pairs from photographs
     imtranslate data synthetic DST                     write the built-in synthetic scenes
     imtranslate data check [CONFIG.yaml] [key=value]   run every dataset check, train nothing
+    imtranslate export CKPT --onnx OUT.onnx            ONNX with dynamic sizes, checked against onnxruntime
+    imtranslate stylize CONTENT... --style S --inverse CKPT -o OUT   style swap + per-channel blend (--blend-rgb)
+    imtranslate serve [--inverse CKPT] [--translate CKPT]           web page: stylise with live sliders, translate
     imtranslate tasks                                  list the methods
 """
 from __future__ import annotations
@@ -151,6 +154,60 @@ def cmd_bench(args) -> None:
               json_path=args.json, scale=args.scale)
 
 
+def cmd_export(args) -> None:
+    from .infer.export import export_onnx
+
+    res = export_onnx(args.checkpoint, args.onnx, opset=args.opset, cluster=args.cluster or 0,
+                      use_ema=not args.no_ema, tolerance=args.tolerance)
+    worst = max(d for _, d in res["checks"])
+    print(f"wrote {args.onnx} (dynamic batch, height, width; {res['exporter']} exporter); "
+          f"onnxruntime matches torch to {worst:.1e}")
+
+
+def _blend_weights(args) -> tuple:
+    """``--blend A`` or ``--blend-rgb a,b,c`` -> (A,) or (a, b, c)."""
+    if args.blend is not None and args.blend_rgb is not None:
+        raise ImtranslateError("give --blend A (one weight) or --blend-rgb a,b,c, not both")
+    if args.blend_rgb is not None:
+        try:
+            weights = tuple(float(v) for v in args.blend_rgb.split(","))
+        except ValueError:
+            weights = ()
+        if len(weights) != 3:
+            raise ImtranslateError(f"--blend-rgb takes three numbers a,b,c (R, G, B), got {args.blend_rgb!r}")
+        return weights
+    return (args.blend if args.blend is not None else 0.0,)
+
+
+def cmd_stylize(args) -> None:
+    from .infer.stylize import Stylizer
+
+    weights = _blend_weights(args)
+    if args.inverse:
+        st = Stylizer.from_checkpoint(args.inverse, vgg_weights=args.vgg_weights, device=args.device, tile=args.tile)
+    elif args.optimize:
+        st = Stylizer(None, encoder_layer=args.layer, vgg_weights=args.vgg_weights or "imagenet",
+                      device=args.device, tile=args.tile)
+    else:
+        raise ImtranslateError("give --inverse CKPT (a network trained with task=styleswap), or --optimize to "
+                               "invert the swapped features by gradient descent instead")
+    written = st.stylize_files(args.contents, args.style, args.output, blend=weights,
+                               preserve_color=args.preserve_color, suffix=args.suffix, progress=not args.quiet,
+                               patch=args.patch, stride=args.stride, fast=args.fast, optimize=args.optimize,
+                               steps=args.steps)
+    how = "optimisation" if args.optimize else st.source
+    print(f"wrote {len(written)} picture(s) to {args.output} (style {args.style}; blend {','.join(map(str, weights))}; "
+          f"{how})")
+
+
+def cmd_serve(args) -> None:
+    from .web.app import serve
+
+    serve(inverse=args.inverse, translate=args.translate, vgg_weights=args.vgg_weights, host=args.host,
+          port=args.port, device=args.device, max_mb=args.max_mb, max_pixels=args.max_pixels,
+          optimize_only=args.optimize_only)
+
+
 def cmd_tasks(args) -> None:
     from .tasks import get_task, task_names
 
@@ -221,8 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     predictor_args(p)
     p.add_argument("input", metavar="INPUT", help="video file (mp4, mov, mkv, webm, ...) or a folder of frames")
     p.add_argument("-o", "--output", required=True, help="video file (extension picks the format) or a folder for PNGs")
-    p.add_argument("--flow", default="dis-fast", help="dis-ultrafast | dis-fast | dis-medium | farneback | raft")
-    p.add_argument("--temporal", type=float, default=0.8, help="blend strength in [0, 1): 0 = per-frame (default 0.8)")
+    p.add_argument("--flow", default="dis-medium", help="dis-ultrafast | dis-fast | dis-medium (default) | farneback | raft")
+    p.add_argument("--temporal", type=float, default=0.9, help="blend strength in [0, 1): 0 = per-frame (default 0.9)")
     p.add_argument("--scene-cut", type=float, default=0.5, help="scene-cut threshold in [0, 1] (1 = never reset)")
     p.add_argument("--lossless", action="store_true", help="bit-exact RGB video (large; for measuring)")
     p.add_argument("--yuv444", action="store_true", help="full-resolution colour instead of 4:2:0")
@@ -262,6 +319,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--scale", type=float, default=1.0, help="shrink every image size by this factor (smoke runs)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="export the generator to ONNX and check it against onnxruntime")
+    p.add_argument("checkpoint", metavar="CKPT", help="a .safetensors checkpoint written by imtranslate train")
+    p.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the ONNX file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--cluster", type=int, default=None,
+                   help="pix2pixHD with instance features: the K-means cluster baked into the graph (default 0)")
+    p.add_argument("--no-ema", action="store_true", help="export the raw generator weights, not the EMA")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest accepted |onnxruntime - torch| on the check inputs (default 1e-3)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("stylize", help="style transfer by style swap (SPEC S3), blended with the content per channel")
+    p.add_argument("contents", nargs="+", metavar="CONTENT", help="content pictures: files, folders or globs")
+    p.add_argument("--style", required=True, metavar="STYLE", help="the style picture")
+    p.add_argument("--inverse", metavar="CKPT", help="inverse network: a checkpoint trained with task=styleswap")
+    p.add_argument("-o", "--output", required=True, help="output folder (one picture per content, same size)")
+    p.add_argument("--blend", type=float, default=None, metavar="A",
+                   help="weight of the content in every channel: 0 = stylised (default), 1 = content")
+    p.add_argument("--blend-rgb", default=None, metavar="a,b,c", help="separate weights for R, G and B")
+    p.add_argument("--preserve-color", action="store_true", help="keep the content's colours (stylised luminance)")
+    p.add_argument("--optimize", action="store_true",
+                   help="invert the swapped features by gradient descent (no inverse network needed; slow)")
+    p.add_argument("--steps", type=int, default=100, help="gradient steps for --optimize (default 100)")
+    p.add_argument("--patch", type=int, default=None, help="swap patch side in feature pixels (default: the checkpoint's, 3)")
+    p.add_argument("--stride", type=int, default=None, help="swap stride in feature pixels (default: the checkpoint's, 1)")
+    p.add_argument("--fast", action="store_true", help="approximate coarse-to-fine swap (several times faster)")
+    p.add_argument("--vgg-weights", metavar="PATH", default=None,
+                   help="VGG-19 weights file (default: what the checkpoint was trained with; imagenet = torch cache)")
+    p.add_argument("--layer", default="relu3_1", help="encoder layer for --optimize without --inverse")
+    p.add_argument("--tile", type=int, default=1024, help="encode/decode pictures larger than this by tiles (pixels)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--suffix", default=".png", help="output file extension (default .png)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_stylize)
+
+    p = sub.add_parser("serve", help="web page: style transfer with live per-channel sliders, and translation")
+    p.add_argument("--inverse", metavar="CKPT", help="styleswap checkpoint for the style transfer tab")
+    p.add_argument("--translate", metavar="CKPT", help="paired-translation checkpoint for the translation tab")
+    p.add_argument("--vgg-weights", metavar="PATH", default=None, help="VGG-19 weights file for the encoder")
+    p.add_argument("--optimize-only", action="store_true",
+                   help="no inverse network: stylise by optimisation (slow; needs --vgg-weights or the torch cache)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
+    p.add_argument("--max-pixels", type=int, default=4_000_000, help="largest accepted picture, pixels (default 4M)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("tasks", help="list the available methods")
     p.set_defaults(func=cmd_tasks)

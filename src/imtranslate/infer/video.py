@@ -191,8 +191,8 @@ class VideoTranslator:
         predictor: ``__call__(uint8 (H, W, 3) RGB) -> uint8 image`` — e.g. ``imtranslate.load(ckpt)``.
         flow: flow method name (``dis-ultrafast`` | ``dis-fast`` | ``dis-medium`` | ``farneback`` |
             ``raft``) or an object with ``estimate(a, b)``; see :mod:`imtranslate.infer.flow`.
-        temporal: blend strength ``T`` in [0, 1). 0 = plain per-frame translation; 0.8 keeps
-            80 % of the warped past where it is valid. Higher is steadier but trails more on
+        temporal: blend strength ``T`` in [0, 1). 0 = plain per-frame translation; the default 0.9 keeps
+            90 % of the warped past where it is valid. Higher is steadier but trails more on
             changes the mask misses (e.g. lighting), and repeated warping softens fine texture.
         scene_cut_threshold: reset the blend when :func:`~.flow.scene_cut_score` of consecutive
             input frames exceeds this (0..1; 1 never resets).
@@ -204,7 +204,7 @@ class VideoTranslator:
             predictor's ``batch_size``, else 1).
     """
 
-    def __init__(self, predictor, *, flow="dis-fast", temporal: float = 0.8, scene_cut_threshold: float = 0.5,
+    def __init__(self, predictor, *, flow="dis-medium", temporal: float = 0.9, scene_cut_threshold: float = 0.5,
                  occlusion: Optional[dict] = None, raft_weights=None, device: str = "auto",
                  batch_size: Optional[int] = None):
         if not callable(predictor):
