@@ -343,22 +343,24 @@ def test_temporal_loss_is_zero_for_an_exact_warp_and_has_gradients():
     assert valid.min().item() == 0 and valid.mean().item() > 0.5
 
 
-def test_pix2pix_step_with_temporal_loss(tiny):
+@pytest.mark.parametrize("task_name", ["pix2pix", "multires", "pix2pixhd"])
+def test_train_step_with_temporal_loss(tiny, task_name):
     from torch.utils.data import DataLoader
 
     from imtranslate.data import build_dataset, check_dataset
     from imtranslate.tasks import get_task
 
-    cfg = tiny("pix2pix", extra=["model.lambda_temporal=10"])
+    cfg = tiny(task_name, extra=["model.lambda_temporal=10"])
     check_dataset(cfg.data)
     batch = next(iter(DataLoader(build_dataset(cfg.data, "train", seed=0), batch_size=2)))
-    task = get_task("pix2pix")(cfg, "cpu")
+    task = get_task(task_name)(cfg, "cpu")
+    task.on_step_start(0)  # staged tasks: the first (coarsest) stage, output coarser than the input
     logs = task.train_step(task.to_device(batch), 0)
     assert "G_temporal" in logs and math.isfinite(logs["G_temporal"]) and logs["G_temporal"] >= 0
-    plain = get_task("pix2pix")(tiny("pix2pix"), "cpu").train_step(task.to_device(batch), 0)
+    plain = get_task(task_name)(tiny(task_name), "cpu").train_step(task.to_device(batch), 0)
     assert "G_temporal" not in plain
     with pytest.raises(ConfigError, match="lambda_temporal"):
-        get_task("pix2pix").check_config(tiny("pix2pix", extra=["model.lambda_temporal=-1"]))
+        get_task(task_name).check_config(tiny(task_name, extra=["model.lambda_temporal=-1"]))
 
 
 # --------------------------------------------------------------------------------------------

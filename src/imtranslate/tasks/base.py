@@ -121,6 +121,30 @@ class Task:
             for g in opt.param_groups:
                 g["lr"] = self.base_lr[key] * f
 
+    def temporal_term(self, A: torch.Tensor, fake: torch.Tensor, generate, nearest: bool) -> torch.Tensor:
+        """Unweighted temporal loss from a synthetic "next frame" (no video data needed).
+
+        The input is moved by a random small affine warp with known flow (shift <= 3 px, rotation
+        <= 1 degree, zoom <= 2 %); ``generate`` translates it, and its output is compared with
+        ``fake`` (the output for ``A``) moved by the same flow, over pixels that stay inside the
+        frame (:func:`~imtranslate.losses.temporal_loss`). ``nearest`` samples the input without
+        mixing values (label one-hots stay one-hot). An output coarser than the input (staged
+        schedules) is compared with the same motion at its own scale.
+        """
+        import torch.nn.functional as F
+
+        from ..data.clips import random_affine_flow, warp_tensor
+        from ..losses.temporal import temporal_loss
+
+        n, _, h, w = A.shape
+        flow, valid = random_affine_flow(n, h, w, device=A.device)
+        fake_next = generate(warp_tensor(A, flow, mode="nearest" if nearest else "bilinear"))
+        size = fake_next.shape[-2:]
+        if tuple(size) != (h, w):
+            flow = F.interpolate(flow, size=size, mode="bilinear", align_corners=False) * (size[-1] / w)
+            valid = F.interpolate(valid, size=size, mode="nearest")
+        return temporal_loss(fake_next.float(), fake.float(), flow, valid)
+
     def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()

@@ -56,6 +56,7 @@ class MultiResConfig:
     stage_fraction: float = 0.15  # with stage_steps empty: each of the N stages gets this share of train.steps
     freeze_trained_levels: bool = True  # in stage k only level k's modules learn; joint stage: all
     vgg_weights: str = "imagenet"  # imagenet (torch cache) | random (tests only) | path to a file
+    lambda_temporal: float = 0.0  # > 0: temporal loss on a randomly warped copy of the input (steadier video)
 
 
 @register_task
@@ -79,6 +80,8 @@ class MultiResTask(Task):
             raise ConfigError(f"model.style_norm: {m.style_norm!r} is not relative or none")
         if m.fusion not in ("concat", "sum"):
             raise ConfigError(f"model.fusion: {m.fusion!r} is not concat or sum")
+        if m.lambda_temporal < 0:
+            raise ConfigError(f"model.lambda_temporal must be >= 0, got {m.lambda_temporal}")
         if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
             raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
         if sum(cls.stage_bounds(cfg)[:-1]) > cfg.train.steps and not m.stage_steps:
@@ -195,6 +198,14 @@ class MultiResTask(Task):
                 logs[f"l1_level{i}"] = float(l1.detach())
             total_l1, total_gan, total_style = total_l1 / wsum, total_gan / wsum, total_style / wsum
             loss_g = m.lambda_l1 * total_l1 + m.lambda_gan * total_gan + m.lambda_style * total_style
+            if m.lambda_temporal > 0:  # on the finest active output
+                loss_t = self.temporal_term(
+                    batch["A"], outs[-1],
+                    lambda a: G(build_pyramid(a, m.n_levels, m.pyramid_method, is_label=self.input_is_label),
+                                return_all=True)[-1],
+                    nearest=self.input_is_label)
+                loss_g = loss_g + m.lambda_temporal * loss_t
+                logs["G_temporal"] = float(loss_t.detach())
         self.backward_step(loss_g, "G")
         for D, flags in zip(Ds, frozen):
             for p, f in zip(D.parameters(), flags):

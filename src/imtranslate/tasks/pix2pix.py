@@ -5,7 +5,7 @@ Phases of one step::
     fake = G(A)
     D step:  GAN(D(A, B) -> real) + GAN(D(A, fake.detach()) -> fake), halved as pix2pix does
     G step:  lambda_gan * GAN(D(A, fake) -> real) + lambda_l1 * |fake - B|
-             [+ lambda_temporal * temporal term, see :meth:`Pix2PixTask.temporal_term`]
+             [+ lambda_temporal * temporal term, see :meth:`Task.temporal_term`]
 """
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..data.clips import random_affine_flow, warp_tensor
 from ..data.datasets import input_kind
 from ..errors import ConfigError
 from ..losses import GANLoss, l1_loss
-from ..losses.temporal import temporal_loss
 from . import register_task
 from .base import Task, set_requires_grad
 
@@ -92,7 +90,7 @@ class Pix2PixTask(Task):
             loss_l1 = l1_loss(fake.float(), B)
             loss_g = m.lambda_gan * loss_gan + m.lambda_l1 * loss_l1
             if m.lambda_temporal > 0:
-                loss_temporal = self.temporal_term(A, fake)
+                loss_temporal = self.temporal_term(A, fake, G, nearest=input_kind(self.cfg.data) == "label")
                 loss_g = loss_g + m.lambda_temporal * loss_temporal
         self.backward_step(loss_g, "G")
         set_requires_grad(D, True)  # leave every net trainable between steps
@@ -100,19 +98,3 @@ class Pix2PixTask(Task):
         if m.lambda_temporal > 0:
             logs["G_temporal"] = loss_temporal.item()
         return logs
-
-    # ---- temporal consistency (model.lambda_temporal > 0) ----------------------------------------
-    def temporal_term(self, A: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-        """Unweighted temporal loss from a synthetic "next frame" (no video data needed).
-
-        The input is moved by a random small affine warp with known flow (shift <= 3 px, rotation
-        <= 1 degree, zoom <= 2 %); the generator translates it, and its output is compared with
-        the current output moved by the same flow, over pixels that stay inside the frame
-        (:func:`~imtranslate.losses.temporal_loss`). Label inputs are moved by nearest sampling
-        so they stay one-hot.
-        """
-        n, _, h, w = A.shape
-        flow, valid = random_affine_flow(n, h, w, device=A.device)
-        mode = "nearest" if input_kind(self.cfg.data) == "label" else "bilinear"
-        fake_next = self.nets["G"](warp_tensor(A, flow, mode=mode))  # (B, C_out, H, W)
-        return temporal_loss(fake_next.float(), fake.float(), flow, valid)

@@ -49,6 +49,7 @@ class Pix2PixHDConfig:
     n_clusters: int = 10  # K-means clusters per class after training
     cluster_batches: int = 50  # training batches encoded for the clustering
     vgg_weights: str = "imagenet"
+    lambda_temporal: float = 0.0  # > 0: temporal loss on a randomly warped copy of the input (steadier video)
 
 
 def _kmeans(x: torch.Tensor, k: int, iters: int = 30, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,6 +83,8 @@ class Pix2PixHDTask(Task):
     @classmethod
     def check_config(cls, cfg) -> None:
         m = cfg.model
+        if m.lambda_temporal < 0:
+            raise ConfigError(f"model.lambda_temporal must be >= 0, got {m.lambda_temporal}")
         if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
             raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
         if not 0 <= m.global_fraction + m.fix_global_fraction <= 1:
@@ -160,8 +163,9 @@ class Pix2PixHDTask(Task):
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         G, D, m = self.nets["G"], self.nets["D"], self.m
         A, B = batch["A"], batch["B"]
+        g_in = self.g_input(A, batch)
         with self.autocast():
-            fake = G(self.g_input(A, batch))  # (B, C_out, H/s, W/s), s = G.output_scale()
+            fake = G(g_in)  # (B, C_out, H/s, W/s), s = G.output_scale()
         A_s, B_s = self._down(A, fake.shape[-2:], self.is_label), self._down(B, fake.shape[-2:], False)
 
         set_requires_grad(D, True)
@@ -179,10 +183,17 @@ class Pix2PixHDTask(Task):
             loss_fm = feature_matching_loss(real_out, fake_out)
             loss_vgg = self.vgg_loss(fake.float(), B_s)["perceptual"] if self.vgg_loss else fake.new_zeros(())
             loss_g = m.lambda_gan * loss_gan + m.lambda_fm * loss_fm + m.lambda_vgg * loss_vgg
+            loss_t = None
+            if m.lambda_temporal > 0:  # instance features are constant per object: nearest moves them intact
+                loss_t = self.temporal_term(g_in, fake, G, nearest=self.is_label)
+                loss_g = loss_g + m.lambda_temporal * loss_t
         self.backward_step(loss_g, "G")
         set_requires_grad(D, True)  # leave every net trainable between steps
-        return {"loss_D": loss_d.item(), "loss_G": loss_g.item(), "G_gan": loss_gan.item(),
+        logs = {"loss_D": loss_d.item(), "loss_G": loss_g.item(), "G_gan": loss_gan.item(),
                 "G_fm": loss_fm.item(), "G_vgg": float(loss_vgg.detach())}
+        if loss_t is not None:
+            logs["G_temporal"] = float(loss_t.detach())
+        return logs
 
     # ---- instance features: clustering and inference ---------------------------------------------
     @torch.no_grad()
