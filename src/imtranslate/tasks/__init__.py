@@ -4,6 +4,7 @@
 ``pix2pixhd`` — global generator + local enhancer, multi-scale D,
                 feature matching, VGG loss, instance features     (tasks/pix2pixhd.py)
 ``multires``  — the multi-resolution, multi-loss translator (S1)  (tasks/multires.py)
+``styleswap`` — style swap's inverse network (S3)                  (tasks/styleswap.py)
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def register_task(cls):
 
 def _load_all():
     # importing the modules registers the tasks
-    from . import multires, pix2pix, pix2pixhd  # noqa: F401
+    from . import multires, pix2pix, pix2pixhd, styleswap  # noqa: F401
 
 
 def get_task(name: str):

@@ -231,6 +231,16 @@ def lr_factor(t, step: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, frac)))  # cosine
 
 
+def check_gan_options(m) -> None:
+    """Checks shared by the adversarial tasks' configs."""
+    from ..errors import ConfigError
+
+    if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
+        raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
+    if m.lambda_temporal < 0:
+        raise ConfigError(f"model.lambda_temporal must be >= 0, got {m.lambda_temporal}")
+
+
 def set_requires_grad(nets, flag: bool) -> None:
     for net in nets if isinstance(nets, (list, tuple)) else [nets]:
         for p in net.parameters():

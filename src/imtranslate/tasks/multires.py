@@ -25,7 +25,7 @@ from ..errors import ConfigError
 from ..losses import GANLoss, VGGLoss, l1_loss
 from ..nets.vgg import VGG19Features
 from . import register_task
-from .base import Task, set_requires_grad
+from .base import Task, check_gan_options, set_requires_grad
 
 PYRAMID_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "area")
 
@@ -80,10 +80,7 @@ class MultiResTask(Task):
             raise ConfigError(f"model.style_norm: {m.style_norm!r} is not relative or none")
         if m.fusion not in ("concat", "sum"):
             raise ConfigError(f"model.fusion: {m.fusion!r} is not concat or sum")
-        if m.lambda_temporal < 0:
-            raise ConfigError(f"model.lambda_temporal must be >= 0, got {m.lambda_temporal}")
-        if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
-            raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
+        check_gan_options(m)
         if sum(cls.stage_bounds(cfg)[:-1]) > cfg.train.steps and not m.stage_steps:
             raise ConfigError("model.stage_fraction * n_levels exceeds the run; lower model.stage_fraction")
 

@@ -17,7 +17,7 @@ from ..data.datasets import input_kind
 from ..errors import ConfigError
 from ..losses import GANLoss, l1_loss
 from . import register_task
-from .base import Task, set_requires_grad
+from .base import Task, check_gan_options, set_requires_grad
 
 
 @dataclass
@@ -47,10 +47,7 @@ class Pix2PixTask(Task):
         m = cfg.model
         if m.generator not in ("unet", "resnet"):
             raise ConfigError(f"model.generator: {m.generator!r} is not unet or resnet")
-        if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
-            raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
-        if m.lambda_temporal < 0:
-            raise ConfigError(f"model.lambda_temporal must be >= 0, got {m.lambda_temporal}")
+        check_gan_options(m)
 
     def build(self) -> None:
         m = self.m

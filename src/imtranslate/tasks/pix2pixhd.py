@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..losses import GANLoss, VGGLoss, feature_matching_loss
 from ..nets.vgg import VGG19Features
 from . import register_task
-from .base import Task, set_requires_grad
+from .base import Task, check_gan_options, set_requires_grad
 
 
 @dataclass
@@ -83,10 +83,7 @@ class Pix2PixHDTask(Task):
     @classmethod
     def check_config(cls, cfg) -> None:
         m = cfg.model
-        if m.lambda_temporal < 0:
-            raise ConfigError(f"model.lambda_temporal must be >= 0, got {m.lambda_temporal}")
-        if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
-            raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
+        check_gan_options(m)
         if not 0 <= m.global_fraction + m.fix_global_fraction <= 1:
             raise ConfigError("model.global_fraction + model.fix_global_fraction must be within [0, 1]")
         if m.features and input_read_mode(cfg.data) != "label":
