@@ -214,7 +214,8 @@ class Predictor:
         if tile is None and mem.bytes_for(b, round_up(h, self.multiple), round_up(w, self.multiple)) <= budget - in_use:
             return choose_tiling(mem, shape, self.multiple, budget, in_use)  # untiled; no overlap needed
         notes = []
-        if overlap is None:
+        measured = overlap is None
+        if measured:
             overlap, note = self.tile_overlap(**options)
             notes += [note] if note else []
             if tile is not None and overlap > tile // 2:
@@ -222,7 +223,7 @@ class Predictor:
                              f"tile borders may show")
                 overlap = tile // 2
         choice = choose_tiling(mem, shape, self.multiple, budget, in_use, tile=tile, overlap=overlap,
-                               instance_norm=norms, fast_stats=norm_stats == "fast")
+                               overlap_measured=measured, instance_norm=norms, fast_stats=norm_stats == "fast")
         choice.notes += notes
         return choice
 

@@ -614,11 +614,16 @@ class TilingChoice:
 
 
 def choose_tiling(mem: MemoryModel | None, shape, multiple: int, budget: float, in_use: float, *,
-                  tile: int | None = None, overlap: int = 64, instance_norm: bool = False,
-                  fast_stats: bool = False) -> TilingChoice:
+                  tile: int | None = None, overlap: int = 64, overlap_measured: bool = False,
+                  instance_norm: bool = False, fast_stats: bool = False) -> TilingChoice:
     """Untiled when the whole image fits the ``budget`` (bytes, ``in_use`` of it already taken),
     else the largest tile that fits. ``tile`` forces a size (0: untiled). ``mem`` may be None
-    only when nothing needs estimating (a forced tile size on a net without instance norm)."""
+    only when nothing needs estimating (a forced tile size on a net without instance norm).
+
+    A tile must be at least twice the overlap. When the budget only allows smaller tiles, a
+    ``overlap_measured`` (default) overlap shrinks to half the tile, with a note saying so; an
+    overlap the user asked for is kept and the budget is reported as too small.
+    """
     b, _, h, w = shape
     hp, wp = round_up(h, multiple), round_up(w, multiple)
     if overlap < 0:
@@ -651,6 +656,12 @@ def choose_tiling(mem: MemoryModel | None, shape, multiple: int, budget: float, 
     smallest = round_up(max(2 * overlap, multiple), multiple)
     side = multiple * int(math.sqrt(max(0.0, (room / SAFETY - mem.fixed) / (mem.per_pixel * b))) // multiple)
     side = min(side, round_up(max(h, w), multiple))
+    notes = []
+    if side < smallest and overlap_measured and side >= max(multiple, 32):
+        notes.append(f"the budget allows {side} px tiles, too small for the {overlap} px overlap this model "
+                     f"needs: overlap {8 * (side // 16)} px, so tile borders may show (raise --max-memory)")
+        overlap = 8 * (side // 16)
+        smallest = side
     if side < smallest:
         need = mem.bytes_for(b, smallest, smallest) + accum
         raise TilingError(f"the memory budget ({_gb(budget)}, {_gb(in_use)} of it in use) cannot hold a "
@@ -658,7 +669,7 @@ def choose_tiling(mem: MemoryModel | None, shape, multiple: int, budget: float, 
                           f"needed; raise --max-memory (or lower --tile-overlap)")
     return TilingChoice(side, overlap, *stats_choice(),
                         reason=f"tiled: {side} px tiles need ~{_gb(mem.bytes_for(b, side, side) + accum)} "
-                               f"of {_gb(avail)} free")
+                               f"of {_gb(avail)} free", notes=notes)
 
 
 # --------------------------------------------------------------------------------------------
