@@ -35,6 +35,7 @@ TINY = {
                      n_res_blocks=1),
     "patch": dict(in_channels=5, ndf=4, n_layers=2),
     "multiscale": dict(in_channels=5, ndf=4, n_layers=2, num_d=2),
+    "style_inverse": dict(in_channels=5, n_up=2, ngf=4, depth=4),
 }
 
 

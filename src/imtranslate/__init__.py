@@ -27,3 +27,24 @@ def train(config=None, overrides=None, **kwargs):
 
     cfg = load_config(config, overrides)
     return _train(cfg, **kwargs)
+
+
+def load_stylizer(inverse=None, **kwargs):
+    """A style-swap stylizer (SPEC S3) from a ``styleswap`` checkpoint (the inverse network), or
+    without one for optimisation-based inversion (see :class:`imtranslate.infer.stylize.Stylizer`)."""
+    from .infer.stylize import Stylizer
+
+    if inverse is not None:
+        return Stylizer.from_checkpoint(inverse, **kwargs)
+    return Stylizer(None, **kwargs)
+
+
+def stylize(content, style, inverse=None, *, blend=0.0, preserve_color=False, vgg_weights=None, device="auto",
+            **options):
+    """Stylise ``content`` with ``style`` and blend per channel (0 = stylised, 1 = content; one weight or
+    (a, b, c) for R, G, B). ``inverse`` is a styleswap checkpoint; without it pass ``optimize=True``.
+    Other ``options``: patch, stride, fast, optimize, steps. PIL/path in -> PIL out, ndarray -> ndarray."""
+    kwargs = {"device": device}
+    if vgg_weights is not None or inverse is None:
+        kwargs["vgg_weights"] = vgg_weights or "imagenet"
+    return load_stylizer(inverse, **kwargs)(content, style, blend=blend, preserve_color=preserve_color, **options)

@@ -134,7 +134,9 @@ def cmd_data(args) -> None:
 
         config, overrides = _split_overrides(args.items)
         cfg = load_config(_find_config(config), overrides)
-        summary = data.check_dataset(cfg.data)
+        from .tasks import get_task
+
+        summary = get_task(cfg.task).check_data(cfg)  # the task's own checks (unpaired data for styleswap)
         print("dataset OK: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
 
 
@@ -184,7 +186,8 @@ def cmd_stylize(args) -> None:
 
     weights = _blend_weights(args)
     if args.inverse:
-        st = Stylizer.from_checkpoint(args.inverse, vgg_weights=args.vgg_weights, device=args.device, tile=args.tile)
+        st = Stylizer.from_checkpoint(args.inverse, vgg_weights=args.vgg_weights, device=args.device, tile=args.tile,
+                                      use_ema=not args.no_ema)
     elif args.optimize:
         st = Stylizer(None, encoder_layer=args.layer, vgg_weights=args.vgg_weights or "imagenet",
                       device=args.device, tile=args.tile)
@@ -348,6 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="approximate coarse-to-fine swap (several times faster)")
     p.add_argument("--vgg-weights", metavar="PATH", default=None,
                    help="VGG-19 weights file (default: what the checkpoint was trained with; imagenet = torch cache)")
+    p.add_argument("--no-ema", action="store_true", help="use the raw inverse-net weights, not the EMA")
     p.add_argument("--layer", default="relu3_1", help="encoder layer for --optimize without --inverse")
     p.add_argument("--tile", type=int, default=1024, help="encode/decode pictures larger than this by tiles (pixels)")
     p.add_argument("--device", default="auto")

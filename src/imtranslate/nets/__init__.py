@@ -12,6 +12,8 @@ discriminators return ``list[list[Tensor]]`` (scales x layer outputs, logits las
 * ``multires``: :class:`MultiResGenerator`, the SPEC S1 multi-resolution generator
 * ``patch``: :class:`PatchDiscriminator`, 70x70 PatchGAN
 * ``multiscale``: :class:`MultiScaleDiscriminator`, pix2pixHD's multi-scale PatchGANs
+* ``style_inverse``: :class:`InverseNet`, style swap's decoder from VGG features (SPEC S3;
+  the swap itself is pure functions in ``nets/style_swap.py``)
 
 :class:`VGG19Features` (frozen, for the perceptual/style losses) is not registered: it is not
 trained, so checkpoints need not hold it.
@@ -19,6 +21,7 @@ trained, so checkpoints need not hold it.
 from __future__ import annotations
 
 from .discriminators import MultiScaleDiscriminator, PatchDiscriminator
+from .inverse import InverseNet
 from .layers import crop_to, downsample_avg, pad_to_multiple
 from .multires import MultiResGenerator
 from .pix2pixhd import InstanceFeatureEncoder, Pix2PixHDGenerator, instance_mean_features
@@ -30,6 +33,6 @@ from .vgg import VGG19Features, resolve_vgg_weights
 __all__ = [
     "NETS", "build_net", "register_net",
     "UNetGenerator", "ResNetGenerator", "Pix2PixHDGenerator", "InstanceFeatureEncoder", "MultiResGenerator",
-    "PatchDiscriminator", "MultiScaleDiscriminator", "VGG19Features", "resolve_vgg_weights",
+    "PatchDiscriminator", "MultiScaleDiscriminator", "InverseNet", "VGG19Features", "resolve_vgg_weights",
     "instance_mean_features", "downsample_avg", "pad_to_multiple", "crop_to",
 ]
