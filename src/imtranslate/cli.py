@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile-overlap", type=int, default=None, metavar="M",
                    help="pixels neighbouring tiles share (default: measured for the model)")
     p.add_argument("--max-memory", type=float, default=None, metavar="GB",
-                   help="memory budget of a translation (CPU: the whole process; default 2 GB on the CPU, "
-                        "90%% of the GPU)")
+                   help="memory budget of a translation (CPU: the whole process; default: its size plus half "
+                        "the available memory, at least 2 GB; GPU: 90%% of it)")
     p.add_argument("--norm-stats", choices=["exact", "fast"], default="exact",
                    help="instance-norm statistics of tiled images: exact (streamed over the tiles) or fast "
                         "(from a shrunk copy; approximate)")
