@@ -46,8 +46,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-#: default patches per band: one block of scores holds about CHUNK**2 float32 numbers (16 MB)
-DEFAULT_CHUNK = 2048
+#: default patches per band: one block of scores holds about CHUNK**2 float32 numbers (64 MB; with
+#: its two scratch buffers ~200 MB). Smaller is leaner but slower: more, smaller matrix products
+DEFAULT_CHUNK = 4096
 #: style patches of (almost) zero energy get this norm, so their score is 0 instead of nan
 _EPS = 1e-8
 
@@ -375,8 +376,16 @@ def _refine_blocks(content: torch.Tensor, style: torch.Tensor, cand: torch.Tenso
     cand = cand.reshape(nb, K)
     cy, cx = torch.div(cand, wso_c, rounding_mode="floor"), cand % wso_c  # coarse style grid positions
     s_top = (2 * cy * stride) * ws_pad + 2 * cx * stride  # (nb, K) window origins (radius is in the padding)
+    # every candidate's style grid index, norm and validity, for all blocks at once (a few large
+    # operations rather than many small ones: each small one costs a thread hand-off)
+    ty = 2 * cy[:, :, None, None] + child_y + jy  # (nb, K, 4, J) candidate style grid positions
+    tx = 2 * cx[:, :, None, None] + child_x + jx
+    invalid = (ty < 0) | (ty >= hso) | (tx < 0) | (tx >= wso)
+    cand_idx = ty.clamp_(0, hso - 1).mul_(wso).add_(tx.clamp_(0, wso - 1))  # row-major style patch index
+    scale = inv_norm.index_select(0, cand_idx.reshape(-1)).view(cand_idx.shape)
+    cand_idx = cand_idx.transpose(1, 2).reshape(nb, 4, K * J)
     best = torch.empty(nb, 4, dtype=torch.long, device=dev)
-    band = max(16, chunk * chunk // ((nc2 + K * ns2) * C))  # blocks per band: ~chunk**2 gathered numbers
+    band = max(16, 2 * chunk * chunk // ((nc2 + K * ns2) * C))  # blocks per band: ~2 chunk**2 gathered numbers
     bufs = _Buffers()
     for a0, a1 in _bands(nb, band):
         m = a1 - a0
@@ -386,14 +395,9 @@ def _refine_blocks(content: torch.Tensor, style: torch.Tensor, cand: torch.Tenso
         torch.index_select(s_rows, 0, (s_top[a0:a1, :, None] + s_off).reshape(-1), out=svec)
         dots = torch.bmm(svec.view(m, K * ns2, C), cvec.view(m, nc2, C).transpose(1, 2))  # (m, K*ns2, nc2)
         sc = (dots.view(m * K, ns2 * nc2) @ summer).view(m, K, 4, J)  # patch correlations
-        ty = 2 * cy[a0:a1, :, None, None] + child_y + jy  # (m, K, 4, J) candidate style grid positions
-        tx = 2 * cx[a0:a1, :, None, None] + child_x + jx
-        valid = (ty >= 0) & (ty < hso) & (tx >= 0) & (tx < wso)
-        idx = ty.clamp(0, hso - 1) * wso + tx.clamp(0, wso - 1)
-        sc = sc * inv_norm.index_select(0, idx.reshape(-1)).view_as(sc)
-        sc = sc.masked_fill_(~valid, -math.inf).transpose(1, 2).reshape(m, 4, K * J)
-        j = sc.argmax(2, keepdim=True)  # (m, 4, 1)
-        best[a0:a1] = idx.transpose(1, 2).reshape(m, 4, K * J).gather(2, j)[..., 0]
+        sc = sc.mul_(scale[a0:a1]).masked_fill_(invalid[a0:a1], -math.inf)  # normalised; off-grid never wins
+        j = sc.transpose(1, 2).reshape(m, 4, K * J).argmax(2, keepdim=True)  # (m, 4, 1)
+        best[a0:a1] = cand_idx[a0:a1].gather(2, j)[..., 0]
     # (nb, 4) in block order -> the (hco, wco) grid
     index = best.view(hb, wb, 2, 2).permute(0, 2, 1, 3).reshape(2 * hb, 2 * wb)
     return index[:hco, :wco]
