@@ -268,6 +268,9 @@ def test_task_step_checkpoint_and_stylizer_round_trip(folders, tmp_path):
         metrics = task.validation_metrics(task.generator, batch)
         grid_out = task.validation_translate(task.generator, batch)
     assert all(v.shape == (2,) for v in metrics.values()) and grid_out.shape == batch["A"].shape
+    from imtranslate.train.loop import sample_grid
+
+    assert sample_grid(task, task.generator, batch, cfg).ndim == 3  # TensorBoard's content | stylised rows
     ckpt = save_checkpoint(tmp_path / "ss.safetensors", task, 1)
     st = Stylizer.from_checkpoint(ckpt, device="cpu")
     assert st.layer == "relu2_1" and st.vgg_weights == "random"
@@ -282,6 +285,11 @@ def test_task_step_checkpoint_and_stylizer_round_trip(folders, tmp_path):
     assert np.array_equal(st.stylize(content, folders[1] / "p0.png", fast=True).shape, content.shape)
     pil = st(Image.fromarray(content), folders[1] / "p0.png", blend=(0.2, 0.5, 0.8))
     assert np.array_equal(np.asarray(pil), blend(content, raw, 0.2, 0.5, 0.8))
+    import imtranslate
+
+    top = imtranslate.stylize(Image.fromarray(content), folders[1] / "p0.png", ckpt, blend=(0.2, 0.5, 0.8),
+                              device="cpu")
+    assert np.array_equal(np.asarray(top), np.asarray(pil))
     with pytest.raises(ConfigError, match="translate|stylize"):
         task_cls.translate(task.generator, batch["A"], cfg)
 
