@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, resolve
+from ..config import Config, resolve, use_channels_last
 from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
 from ..nets import build_net
@@ -79,8 +79,8 @@ class Predictor:
         self.batch_size = batch_size
         self.source = source
         self.read_mode = input_read_mode(cfg.data)
-        self.channels_last = cfg.train.channels_last
-        if self.channels_last:  # the memory format the model trained in is also its fastest
+        self.channels_last = use_channels_last(cfg.train, self.device)
+        if self.channels_last:  # NHWC where it is the faster format (train.channels_last)
             self.G.to(memory_format=torch.channels_last)
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
         self._memory = None  # tiling.MemoryModel, measured on first need

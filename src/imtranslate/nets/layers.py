@@ -13,6 +13,7 @@ Conventions used throughout ``imtranslate.nets``:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -45,6 +46,79 @@ def make_act(act: str) -> nn.Module | None:
     if act == "none":
         return None
     raise ValueError(f"unknown activation {act!r}; choose one of {ACTS}")
+
+
+#: pick PyTorch's GEMM convolution over oneDNN's where it measured faster (``imtranslate bench
+#: --plain`` turns it off to show the difference)
+GEMM_CONV_ON_SMALL_MAPS = True
+
+
+def _native_conv_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether PyTorch's own im2col + GEMM convolution beats oneDNN's for this call.
+
+    Measured on a 2-core Xeon (fp32, forward + backward of a 3x3 conv, 2 threads): with >= 1024
+    input channels on maps of <= 512 positions oneDNN reaches 48-138 GFLOP/s and the GEMM path
+    95-159 (1024 ch at 16x16: 114 vs 152; 8x8: 48 vs 95; 16x32: 138 vs 159); from 32x32 up, or
+    with 512 channels, oneDNN is as fast or faster. pix2pixHD's residual blocks (1024 channels at
+    1/16 of the image) are exactly the first case.
+    """
+    if not GEMM_CONV_ON_SMALL_MAPS or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        return False
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return False  # exporters and compilers see a plain convolution
+    return weight.shape[1] >= 1024 and x.shape[-2] * x.shape[-1] <= 640
+
+
+@contextlib.contextmanager
+def _onednn_off():
+    # torch.backends.mkldnn.flags() would also touch the TF32 setting and warn on every CPU
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
+
+
+class _NativeConv2d(torch.autograd.Function):
+    """``F.conv2d`` with oneDNN off in the forward *and* the backward pass (the backward runs
+    outside any context the forward was called in, so a flag around the forward is not enough)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, dilation, groups, bias is not None)
+        with _onednn_off():
+            return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups, has_bias = ctx.conf
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], has_bias and ctx.needs_input_grad[2]]
+        with _onednn_off():
+            gx, gw, gb = torch.ops.aten.convolution_backward(
+                grad_out, x, weight, [weight.shape[0]] if has_bias else None,
+                stride, padding, dilation, False, [0, 0], groups, mask)
+        return gx, gw, gb if has_bias else None, None, None, None, None
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters, same state-dict keys, same maths) that picks the faster
+    CPU kernel for wide convolutions on small maps (see :func:`_native_conv_wins`)."""
+
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if isinstance(self.padding, str) or not _native_conv_wins(x, weight):
+            return super()._conv_forward(x, weight, bias)
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = (0, 0)
+        args = (self.stride, padding, self.dilation, self.groups)
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            return _NativeConv2d.apply(x, weight, bias, *args)
+        with _onednn_off():
+            return F.conv2d(x, weight, bias, *args)
 
 
 class ConvNormAct(nn.Sequential):
@@ -84,7 +158,7 @@ class ConvNormAct(nn.Sequential):
                 output_padding=output_padding, bias=bias,
             )
         else:
-            conv = nn.Conv2d(
+            conv = Conv2d(
                 in_channels, out_channels, kernel_size, stride, padding,
                 padding_mode=pad_mode, bias=bias,
             )

@@ -165,27 +165,25 @@ class Pix2PixHDTask(Task):
             fake = G(g_in)  # (B, C_out, H/s, W/s), s = G.output_scale()
         A_s, B_s = self._down(A, fake.shape[-2:], self.is_label), self._down(B, fake.shape[-2:], False)
 
+        # One pass of D over the real and one over the generated picture serve every loss: as in
+        # pix2pixHD, the G losses (GAN, feature matching) and the D loss come from the same D
+        # (before its update), so G's and D's gradients are taken from the same graph, each for
+        # its own parameters only; G steps first, then D, as pix2pixHD does.
         set_requires_grad(D, True)
         with self.autocast():
             real_out = D(torch.cat([A_s, B_s], 1))
-            fake_out = D(torch.cat([A_s, fake.detach()], 1))
-            loss_d = 0.5 * self.gan.d_loss(real_out, fake_out)
-        self.backward_step(loss_d, "D")
-
-        set_requires_grad(D, False)
-        with self.autocast():
             fake_out = D(torch.cat([A_s, fake], 1))
+            loss_d = 0.5 * self.gan.d_loss(real_out, fake_out)
             loss_gan = self.gan.g_loss(fake_out)
-            # real features recomputed under no_grad would equal real_out's: reuse them, detached
-            loss_fm = feature_matching_loss(real_out, fake_out)
+            loss_fm = feature_matching_loss(real_out, fake_out)  # real features detached inside
             loss_vgg = self.vgg_loss(fake.float(), B_s)["perceptual"] if self.vgg_loss else fake.new_zeros(())
             loss_g = m.lambda_gan * loss_gan + m.lambda_fm * loss_fm + m.lambda_vgg * loss_vgg
             loss_t = None
             if m.lambda_temporal > 0:  # instance features are constant per object: nearest moves them intact
                 loss_t = self.temporal_term(g_in, fake, G, nearest=self.is_label)
                 loss_g = loss_g + m.lambda_temporal * loss_t
-        self.backward_step(loss_g, "G")
-        set_requires_grad(D, True)  # leave every net trainable between steps
+        self.backward_step(loss_g, "G", inputs=self._learning("G"), retain_graph=True)
+        self.backward_step(loss_d, "D", inputs=self._learning("D"))
         logs = {"loss_D": loss_d.item(), "loss_G": loss_g.item(), "G_gan": loss_gan.item(),
                 "G_fm": loss_fm.item(), "G_vgg": float(loss_vgg.detach())}
         if loss_t is not None:

@@ -1,0 +1,104 @@
+"""The speed and memory levers change how the maths runs, never the maths: each is checked
+against the plain path it replaces."""
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader
+
+from conftest import ALL_TASKS
+from imtranslate.data import build_dataset, check_dataset
+from imtranslate.nets import layers
+from imtranslate.tasks import get_task
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gemm_conv_on_small_wide_maps_matches_conv2d(pad_mode, bias):
+    torch.manual_seed(0)
+    fast = layers.Conv2d(1024, 8, 3, padding=1, padding_mode=pad_mode, bias=bias)
+    ref = nn.Conv2d(1024, 8, 3, padding=1, padding_mode=pad_mode, bias=bias)
+    ref.load_state_dict(fast.state_dict())  # same parameters, same keys
+    x = torch.randn(2, 1024, 5, 6, requires_grad=True)
+    assert layers._native_conv_wins(x, fast.weight)  # this shape takes the GEMM path
+
+    calls = []
+    orig = layers._NativeConv2d.apply
+    layers._NativeConv2d.apply = lambda *a: calls.append(1) or orig(*a)
+    try:
+        y = fast(x)
+    finally:
+        layers._NativeConv2d.apply = orig
+    assert calls, "the GEMM path was not taken"
+    y_ref = ref(x)
+    assert torch.allclose(y, y_ref, atol=1e-5)
+    g = torch.autograd.grad(y.square().sum(), [x, *fast.parameters()])
+    g_ref = torch.autograd.grad(y_ref.square().sum(), [x, *ref.parameters()])
+    for a, b in zip(g, g_ref):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+    with torch.inference_mode():
+        assert torch.allclose(fast(x), ref(x), atol=1e-5)
+
+
+def test_gemm_conv_is_not_used_where_onednn_is_faster():
+    w = torch.zeros(8, 512, 3, 3)
+    assert not layers._native_conv_wins(torch.zeros(1, 512, 8, 8), w)  # 512 channels
+    w = torch.zeros(8, 1024, 3, 3)
+    assert not layers._native_conv_wins(torch.zeros(1, 1024, 32, 32), w)  # a large map
+    assert layers._native_conv_wins(torch.zeros(1, 1024, 16, 32), w)
+    assert not layers._native_conv_wins(torch.zeros(1, 1024, 16, 16, dtype=torch.bfloat16), w.bfloat16())
+
+
+def _run_steps(cfg, steps=3):
+    check_dataset(cfg.data)
+    ds = build_dataset(cfg.data, "train", seed=0)
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    torch.manual_seed(0)
+    task = get_task(cfg.task)(cfg, "cpu")
+    batch = task.to_device(batch)
+    losses = []
+    for step in range(steps):
+        task.on_step_start(step)
+        torch.manual_seed(100 + step)  # dropout, temporal warps: the same draws in both runs
+        losses.append(task.train_step(batch, step))
+    return task, losses
+
+
+@pytest.mark.parametrize("task_name", ALL_TASKS)
+def test_step_in_backward_gives_the_same_updates(tiny, task_name):
+    """Each parameter's Adam update applied inside backward() (its gradient freed at once) gives
+    the same parameters, moments and losses as the usual step after backward()."""
+    a, la = _run_steps(tiny(task_name, extra=["train.step_in_backward=true"]))
+    b, lb = _run_steps(tiny(task_name, extra=["train.step_in_backward=false"]))
+    assert a._hooked and not b._hooked
+    for x, y in zip(la, lb):
+        for k in x:
+            assert x[k] == pytest.approx(y[k], rel=1e-5, abs=1e-7), k
+    for key in a.nets:
+        for (name, p), q in zip(a.nets[key].named_parameters(), b.nets[key].parameters()):
+            assert torch.allclose(p, q, rtol=1e-5, atol=1e-6), f"{key}.{name}"
+    for key in a.optimizers:
+        sa, sb = a.optimizers[key].state_dict()["state"], b.optimizers[key].state_dict()["state"]
+        assert sa.keys() == sb.keys()
+        for i in sa:
+            assert torch.equal(sa[i]["step"], sb[i]["step"])
+            assert torch.allclose(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"], rtol=1e-4, atol=1e-10)
+    # no gradient is left behind
+    assert all(p.grad is None for n in a.nets.values() for p in n.parameters())
+
+
+def test_pix2pixhd_runs_the_discriminator_once_per_picture(tiny):
+    """One D pass over the real and one over the generated picture serve the D loss, the G
+    adversarial loss and feature matching (as pix2pixHD computes them from the same D)."""
+    cfg = tiny("pix2pixhd")
+    check_dataset(cfg.data)
+    batch = next(iter(DataLoader(build_dataset(cfg.data, "train", seed=0), batch_size=2)))
+    task = get_task("pix2pixhd")(cfg, "cpu")
+    task.on_step_start(0)
+    D = task.nets["D"]
+    calls = []
+    handle = D.register_forward_hook(lambda *a: calls.append(1))
+    before = [p.detach().clone() for p in D.parameters()]
+    task.train_step(task.to_device(batch), 0)
+    handle.remove()
+    assert len(calls) == 2
+    assert any(not torch.equal(p, q) for p, q in zip(D.parameters(), before))  # D did learn
