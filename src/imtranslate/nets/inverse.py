@@ -147,19 +147,7 @@ def invert_tiled(net: InverseNet, feat: torch.Tensor, tile: int, margin: int | N
     if tile <= 0 or (h <= tile and w <= tile):
         return net(feat)
     margin = net.receptive_radius() if margin is None else margin
-    f = net.multiple
-    out = None
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-            ey0, ex0 = max(0, y0 - margin), max(0, x0 - margin)
-            ey1, ex1 = min(h, y1 + margin), min(w, x1 + margin)
-            part = net(feat[..., ey0:ey1, ex0:ex1])
-            if out is None:
-                out = part.new_empty(part.shape[0], part.shape[1], h * f, w * f)
-            out[..., y0 * f:y1 * f, x0 * f:x1 * f] = part[..., (y0 - ey0) * f:(y1 - ey0) * f,
-                                                          (x0 - ex0) * f:(x1 - ex0) * f]
-    return out
+    return _apply_tiled(net, feat, tile, margin, up=net.multiple)
 
 
 def encode_tiled(encoder: VGG19Features, layer: str, x: torch.Tensor, tile: int) -> torch.Tensor:
@@ -178,17 +166,27 @@ def encode_tiled(encoder: VGG19Features, layer: str, x: torch.Tensor, tile: int)
         return encoder(x)[layer]
     tile = max(f, tile // f * f)
     margin = math.ceil((encoder_receptive_field(layer) // 2 + 1) / f) * f
+    return _apply_tiled(lambda part: encoder(part)[layer], x, tile, margin, down=f)
+
+
+def _apply_tiled(fn, x: torch.Tensor, tile: int, margin: int, up: int = 1, down: int = 1) -> torch.Tensor:
+    """``fn(x)`` over tiles of ``tile`` pixels of ``x``, each run with ``margin`` pixels of context
+    on every side and only its own part kept; ``fn`` maps a size ``s`` to ``s * up / down``."""
+    h, w = x.shape[-2:]
+
+    def sc(v: int) -> int:
+        return v * up // down
+
     out = None
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
             ey0, ex0 = max(0, y0 - margin), max(0, x0 - margin)
             ey1, ex1 = min(h, y1 + margin), min(w, x1 + margin)
-            part = encoder(x[..., ey0:ey1, ex0:ex1])[layer]
+            part = fn(x[..., ey0:ey1, ex0:ex1])
             if out is None:
-                out = part.new_empty(part.shape[0], part.shape[1], h // f, w // f)
-            out[..., y0 // f:y1 // f, x0 // f:x1 // f] = part[..., (y0 - ey0) // f:(y1 - ey0) // f,
-                                                            (x0 - ex0) // f:(x1 - ex0) // f]
+                out = part.new_empty(part.shape[0], part.shape[1], sc(h), sc(w))
+            out[..., sc(y0):sc(y1), sc(x0):sc(x1)] = part[..., sc(y0 - ey0):sc(y1 - ey0), sc(x0 - ex0):sc(x1 - ex0)]
     return out
 
 

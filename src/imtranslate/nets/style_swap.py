@@ -159,27 +159,19 @@ def _diagonal_sum(g: torch.Tensor, patch: int, stride: int, out_c: tuple, out_s:
     ex_c, ex_s = (wco - 1) * stride + 1, (wso - 1) * stride + 1  # extent of the strided x slices
     t = bufs.get("t", (g.shape[0], wco, g.shape[2], wso), g)
 
-    def xs(d):
-        return g[:, d:d + ex_c:stride, :, d:d + ex_s:stride]
-
-    if patch == 1:
-        t.copy_(xs(0))
-    else:
-        torch.add(xs(0), xs(1), out=t)
-        for d in range(2, patch):
-            t += xs(d)
+    _sum_shifts(lambda d: g[:, d:d + ex_c:stride, :, d:d + ex_s:stride], patch, t)
     ey_c, ey_s = (hco - 1) * stride + 1, (hso - 1) * stride + 1
-
-    def ys(d):
-        return t[d:d + ey_c:stride, :, d:d + ey_s:stride]
-
     out = bufs.get("out", (hco, wco, hso, wso), g)
+    return _sum_shifts(lambda d: t[d:d + ey_c:stride, :, d:d + ey_s:stride], patch, out)
+
+
+def _sum_shifts(view, patch: int, out: torch.Tensor) -> torch.Tensor:
+    """``out = view(0) + ... + view(patch - 1)`` without temporaries."""
     if patch == 1:
-        out.copy_(ys(0))
-    else:
-        torch.add(ys(0), ys(1), out=out)
-        for d in range(2, patch):
-            out += ys(d)
+        return out.copy_(view(0))
+    torch.add(view(0), view(1), out=out)
+    for d in range(2, patch):
+        out += view(d)
     return out
 
 
@@ -300,14 +292,20 @@ def style_swap(content_feat: torch.Tensor, style_feat: torch.Tensor, patch: int 
     patch, (B, Hco, Wco), with ``return_index=True``. Memory stays bounded for any size (see
     the module doc); runs under ``torch.no_grad``.
     """
+    return _swap_each(content_feat, style_feat, patch, stride, return_index,
+                      lambda c, style: match_patches(c, style, patch, stride, chunk, method)[1][..., 0])
+
+
+def _swap_each(content_feat, style_feat, patch: int, stride: int, return_index: bool, find_index):
+    """The swap, image by image: ``find_index(padded content, style)`` picks a style patch for
+    every content patch; the picked patches are put back with overlaps averaged."""
     _check(content_feat, style_feat, patch, stride)
     outs, idxs = [], []
     with torch.no_grad():
         for b in range(content_feat.shape[0]):
             style = style_feat[b if style_feat.shape[0] > 1 else 0][None]
             c = pad_for_patches(content_feat[b][None], patch, stride)
-            _, index = match_patches(c, style, patch, stride, chunk, method)
-            index = index[..., 0]
+            index = find_index(c, style)  # (Hco, Wco)
             out = reconstruct(style, index, c.shape[-2:], patch, stride)
             outs.append(out[..., :content_feat.shape[2], :content_feat.shape[3]])
             idxs.append(index)
@@ -418,30 +416,23 @@ def style_swap_fast(content_feat: torch.Tensor, style_feat: torch.Tensor, patch:
     It picks the exact swap's patch for many content patches and a close one elsewhere;
     ``benchmarks/style_swap.py`` reports how often, and the PSNR against the exact swap.
     """
-    _check(content_feat, style_feat, patch, stride)
-    outs, idxs = [], []
-    with torch.no_grad():
-        for b in range(content_feat.shape[0]):
-            style = style_feat[b if style_feat.shape[0] > 1 else 0][None]
-            c = pad_for_patches(content_feat[b][None], patch, stride)
-            hco, wco = grid_size(c.shape[2], patch, stride), grid_size(c.shape[3], patch, stride)
-            coarse_s = F.avg_pool2d(style, 2, ceil_mode=True)
-            if min(coarse_s.shape[-2:]) < patch:  # too small to coarsen: the exact swap is cheap anyway
-                index = match_patches(c, style, patch, stride, chunk)[1][..., 0]
-            else:
-                coarse_c = F.avg_pool2d(c, 2, ceil_mode=True)
-                # every 2x2 block of the fine grid needs a parent on the coarse grid
-                need_h = (math.ceil(hco / 2) - 1) * stride + patch
-                need_w = (math.ceil(wco / 2) - 1) * stride + patch
-                ph, pw = max(0, need_h - coarse_c.shape[2]), max(0, need_w - coarse_c.shape[3])
-                if ph or pw:
-                    coarse_c = F.pad(coarse_c, (0, pw, 0, ph), mode="replicate")
-                coarse_c = pad_for_patches(coarse_c, patch, stride)
-                _, cand = match_patches(coarse_c, coarse_s, patch, stride, chunk, k=candidates)
-                cand = cand[:math.ceil(hco / 2), :math.ceil(wco / 2)]  # (Hb, Wb, K)
-                index = _refine_blocks(c, style, cand, hco, wco, patch, stride, radius, chunk)
-            out = reconstruct(style, index, c.shape[-2:], patch, stride)
-            outs.append(out[..., :content_feat.shape[2], :content_feat.shape[3]])
-            idxs.append(index)
-    out = torch.cat(outs)
-    return (out, torch.stack(idxs)) if return_index else out
+    def find_index(c, style):  # (Hco, Wco) style patch indices
+        hco, wco = grid_size(c.shape[2], patch, stride), grid_size(c.shape[3], patch, stride)
+        coarse_s = F.avg_pool2d(style, 2, ceil_mode=True)
+        if min(coarse_s.shape[-2:]) < patch:  # too small to coarsen: the exact swap is cheap anyway
+            index = match_patches(c, style, patch, stride, chunk)[1][..., 0]
+        else:
+            coarse_c = F.avg_pool2d(c, 2, ceil_mode=True)
+            # every 2x2 block of the fine grid needs a parent on the coarse grid
+            need_h = (math.ceil(hco / 2) - 1) * stride + patch
+            need_w = (math.ceil(wco / 2) - 1) * stride + patch
+            ph, pw = max(0, need_h - coarse_c.shape[2]), max(0, need_w - coarse_c.shape[3])
+            if ph or pw:
+                coarse_c = F.pad(coarse_c, (0, pw, 0, ph), mode="replicate")
+            coarse_c = pad_for_patches(coarse_c, patch, stride)
+            _, cand = match_patches(coarse_c, coarse_s, patch, stride, chunk, k=candidates)
+            cand = cand[:math.ceil(hco / 2), :math.ceil(wco / 2)]  # (Hb, Wb, K)
+            index = _refine_blocks(c, style, cand, hco, wco, patch, stride, radius, chunk)
+        return index
+
+    return _swap_each(content_feat, style_feat, patch, stride, return_index, find_index)
