@@ -11,32 +11,45 @@ from imtranslate.nets import layers
 from imtranslate.tasks import get_task
 
 
-@pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
-@pytest.mark.parametrize("bias", [True, False])
-def test_gemm_conv_on_small_wide_maps_matches_conv2d(pad_mode, bias):
-    torch.manual_seed(0)
-    fast = layers.Conv2d(1024, 8, 3, padding=1, padding_mode=pad_mode, bias=bias)
-    ref = nn.Conv2d(1024, 8, 3, padding=1, padding_mode=pad_mode, bias=bias)
+def _check_same_conv(fast, ref, x):
     ref.load_state_dict(fast.state_dict())  # same parameters, same keys
-    x = torch.randn(2, 1024, 5, 6, requires_grad=True)
-    assert layers._native_conv_wins(x, fast.weight)  # this shape takes the GEMM path
-
     calls = []
-    orig = layers._NativeConv2d.apply
-    layers._NativeConv2d.apply = lambda *a: calls.append(1) or orig(*a)
+    orig = layers._NativeConv.apply
+    layers._NativeConv.apply = lambda *a: calls.append(1) or orig(*a)
     try:
         y = fast(x)
     finally:
-        layers._NativeConv2d.apply = orig
+        layers._NativeConv.apply = orig
     assert calls, "the GEMM path was not taken"
     y_ref = ref(x)
-    assert torch.allclose(y, y_ref, atol=1e-5)
+    assert y.shape == y_ref.shape and torch.allclose(y, y_ref, atol=1e-5)
     g = torch.autograd.grad(y.square().sum(), [x, *fast.parameters()])
     g_ref = torch.autograd.grad(y_ref.square().sum(), [x, *ref.parameters()])
     for a, b in zip(g, g_ref):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
     with torch.inference_mode():
         assert torch.allclose(fast(x), ref(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gemm_conv_on_small_wide_maps_matches_conv2d(pad_mode, bias):
+    torch.manual_seed(0)
+    fast = layers.Conv2d(1024, 8, 3, padding=1, padding_mode=pad_mode, bias=bias)
+    x = torch.randn(2, 1024, 5, 6, requires_grad=True)
+    assert layers._native_conv_wins(x, fast.weight)  # this shape takes the GEMM path
+    _check_same_conv(fast, nn.Conv2d(1024, 8, 3, padding=1, padding_mode=pad_mode, bias=bias), x)
+
+
+@pytest.mark.parametrize("shape", [(1024, 8, 3, 5), (16, 3, 9, 7)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_gemm_conv_transpose_matches_conv_transpose2d(shape, bias):
+    c_in, c_out, h, w = shape
+    torch.manual_seed(0)
+    fast = layers.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias)
+    x = torch.randn(2, c_in, h, w, requires_grad=True)
+    assert layers._native_conv_transpose_wins(x, fast.weight)
+    _check_same_conv(fast, nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=bias), x)
 
 
 def test_gemm_conv_is_not_used_where_onednn_is_faster():
@@ -46,6 +59,9 @@ def test_gemm_conv_is_not_used_where_onednn_is_faster():
     assert not layers._native_conv_wins(torch.zeros(1, 1024, 32, 32), w)  # a large map
     assert layers._native_conv_wins(torch.zeros(1, 1024, 16, 32), w)
     assert not layers._native_conv_wins(torch.zeros(1, 1024, 16, 16, dtype=torch.bfloat16), w.bfloat16())
+    wt = torch.zeros(1024, 256, 4, 4)
+    assert not layers._native_conv_transpose_wins(torch.zeros(1, 1024, 16, 16), wt)
+    assert not layers._native_conv_transpose_wins(torch.zeros(1, 256, 64, 64), torch.zeros(256, 64, 4, 4))
 
 
 def _run_steps(cfg, steps=3):

@@ -156,11 +156,11 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     task.on_step_start(0)
     batch_d = _fake_batch(task, h, w, batch, device)
     G = task.generator
-    G_eval = None
+    G_eval = A_eval = None
 
     def infer():
         with torch.inference_mode():
-            type(task).translate(G_eval, batch_d["A"], cfg)
+            type(task).translate(G_eval, A_eval, cfg)
 
     step = [0]
 
@@ -180,10 +180,14 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     import copy
 
     G_eval = copy.deepcopy(G).eval()  # what a predictor runs: eval mode, inference rewrites
-    if not plain:
-        from .infer.optimize import fold_batchnorm
+    A_eval = batch_d["A"]
+    if not plain:  # what a predictor does
+        from .infer.optimize import fold_batchnorm, inference_channels_last
 
         fold_batchnorm(G_eval)
+        if inference_channels_last(G_eval, cfg.train, device):
+            G_eval.to(memory_format=torch.channels_last)
+            A_eval = A_eval.contiguous(memory_format=torch.channels_last)
     res.infer_s = _median_time(infer, warmup, repeats, device)
     res.infer_gflop = _flops(infer)
     if device.startswith("cuda"):

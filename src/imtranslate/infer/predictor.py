@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, resolve, use_channels_last
+from ..config import Config, resolve
 from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
 from ..nets import build_net
@@ -79,8 +79,13 @@ class Predictor:
         self.batch_size = batch_size
         self.source = source
         self.read_mode = input_read_mode(cfg.data)
-        self.channels_last = use_channels_last(cfg.train, self.device)
-        if self.channels_last:  # NHWC where it is the faster format (train.channels_last)
+        from ..config import use_channels_last
+        from .optimize import inference_channels_last
+
+        # NHWC where it is the faster format; without the inference rewrites, as in training
+        self.channels_last = (inference_channels_last(self.G, cfg.train, self.device) if optimize
+                              else use_channels_last(cfg.train, self.device))
+        if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
         self._memory = None  # tiling.MemoryModel, measured on first need

@@ -39,6 +39,8 @@ class UNetGenerator(nn.Module):
         if num_downs < 2:
             raise ValueError(f"num_downs must be >= 2, got {num_downs}")
         self.multiple = 2**num_downs
+        # inference in NHWC is faster on CPU for this net (infer/optimize.py: inference_channels_last)
+        self.cpu_inference_channels_last = True
         width = [ngf * min(2**j, 8) for j in range(num_downs)]  # encoder level j output width
 
         downs = [ConvNormAct(in_channels, width[0], 4, stride=2, padding=1, norm="none", act="none")]

@@ -223,7 +223,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     train_ds = task_cls.build_dataset(cfg, "train")
     val_ds = task_cls.build_dataset(cfg, "val")
     if len(train_ds) < t.batch_size:
-        raise ConfigError(f"the training set has {len(train_ds)} pairs, fewer than train.batch_size={t.batch_size}")
+        raise ConfigError(f"the training set has {len(train_ds)} samples, fewer than train.batch_size={t.batch_size}")
     sampler = EpochSampler(len(train_ds), t.seed, rank=rank, world=world)
     # the loader gets its own generator: by default it would draw worker seeds from the global
     # RNG at every epoch start, and a resumed run would then see a different random stream
@@ -252,7 +252,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
         writer = SummaryWriter(str(run_dir / "tb"))
     n_params = {k: sum(p.numel() for p in n.parameters()) for k, n in task.nets.items()}
     log(f"run folder: {run_dir}")
-    log(f"task {cfg.task} on {device}; data: {summary.get('train', len(train_ds))} training pairs, "
+    log(f"task {cfg.task} on {device}; data: {summary.get('train', len(train_ds))} training samples, "
         f"{len(val_ds)} held out; parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in n_params.items()))
 
     def checkpoint(s: int) -> None:
