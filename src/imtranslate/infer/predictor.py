@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, resolve
+from ..config import Config, resolve, use_channels_last
 from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
 from ..nets import build_net
 from ..tasks import get_task
+from .optimize import inference_channels_last
 from ..train.checkpoint import load_net_weights, load_tensors, read_meta
 from .tiling import (TilingChoice, TilingError, choose_tiling, default_budget, instance_norms, measure_edge_effect,
                      measure_memory, memory_in_use, overlap_for_edge, probe_input, round_up, tile_translate)
@@ -79,9 +80,6 @@ class Predictor:
         self.batch_size = batch_size
         self.source = source
         self.read_mode = input_read_mode(cfg.data)
-        from ..config import use_channels_last
-        from .optimize import inference_channels_last
-
         # NHWC where it is the faster format; without the inference rewrites, as in training
         self.channels_last = (inference_channels_last(self.G, cfg.train, self.device) if optimize
                               else use_channels_last(cfg.train, self.device))

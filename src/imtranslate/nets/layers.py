@@ -53,6 +53,14 @@ def make_act(act: str) -> nn.Module | None:
 GEMM_CONV_ON_SMALL_MAPS = True
 
 
+def _eager_cpu_fp32(x: torch.Tensor) -> bool:
+    """The kernel choice applies: lever on, an fp32 CPU image batch, not traced or compiled
+    (exporters and compilers see a plain convolution)."""
+    if not GEMM_CONV_ON_SMALL_MAPS or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        return False
+    return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
+
+
 def _native_conv_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether PyTorch's own im2col + GEMM convolution beats oneDNN's for this call.
 
@@ -62,11 +70,7 @@ def _native_conv_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
     with 512 channels, oneDNN is as fast or faster. pix2pixHD's residual blocks (1024 channels at
     1/16 of the image) are exactly the first case.
     """
-    if not GEMM_CONV_ON_SMALL_MAPS or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        return False  # exporters and compilers see a plain convolution
-    return weight.shape[1] >= 1024 and x.shape[-2] * x.shape[-1] <= 640
+    return _eager_cpu_fp32(x) and weight.shape[1] >= 1024 and x.shape[-2] * x.shape[-1] <= 640
 
 
 @contextlib.contextmanager
@@ -88,11 +92,7 @@ def _native_conv_transpose_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
     forward + backward (the U-Net's inner decoder blocks); with <= 4 output channels (an output
     layer) 3.0 against 6.3 ms; at 16x16 and larger oneDNN is as fast or faster.
     """
-    if not GEMM_CONV_ON_SMALL_MAPS or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
-        return False
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling():
-        return False
-    return (weight.shape[0] >= 1024 and x.shape[-2] * x.shape[-1] <= 64) or weight.shape[1] <= 4
+    return _eager_cpu_fp32(x) and ((weight.shape[0] >= 1024 and x.shape[-2] * x.shape[-1] <= 64) or weight.shape[1] <= 4)
 
 
 class _NativeConv(torch.autograd.Function):
