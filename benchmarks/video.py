@@ -18,7 +18,7 @@ Figures (all in [0, 1] units for warping error; PSNR in dB):
 
 * WE true flow: warping error of consecutive outputs with the clip's exact flow and masks.
 * WE DIS-medium: the same measured as `imtranslate video --report` users would, with flow
-  estimated from the input frames (``imtranslate.infer.video.warping_error``).
+  estimated from the input frames (``imtranslate.infer.video_translate.warping_error``).
 * PSNR ref: against the flicker-free reference (higher = closer to what a flicker-free
   translator would give); PSNR per-frame: against the per-frame output (fidelity).
 * mask: the occlusion-mask settings; "Ruder" is beta = 0.5 (Ruder et al.'s constant) instead of
@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from imtranslate.data.clips import synthesize_clip  # noqa: E402
 from imtranslate.infer.flow import is_scene_cut  # noqa: E402
-from imtranslate.infer.video import VideoTranslator, WarpingErrorMeter, video_psnr, warping_error  # noqa: E402
+from imtranslate.infer.video_translate import VideoTranslator, WarpingErrorMeter, video_psnr, warping_error  # noqa: E402
 
 SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32)
 

@@ -15,10 +15,10 @@ av = pytest.importorskip("av")
 from conftest import tiny_overrides  # noqa: E402
 from imtranslate.cli import main  # noqa: E402
 from imtranslate.data.clips import random_affine_flow, synthesize_clip, warp_tensor  # noqa: E402
-from imtranslate.data.video import VideoWriter, open_video  # noqa: E402
+from imtranslate.data.video_io import VideoWriter, open_video  # noqa: E402
 from imtranslate.errors import ConfigError, DataError, WeightsMissingError  # noqa: E402
 from imtranslate.infer.flow import build_flow, is_scene_cut, occlusion_mask, scene_cut_score, warp  # noqa: E402
-from imtranslate.infer.video import VideoTranslator, WarpingErrorMeter, video_psnr, warping_error  # noqa: E402
+from imtranslate.infer.video_translate import VideoTranslator, WarpingErrorMeter, video_psnr, warping_error  # noqa: E402
 from imtranslate.losses import temporal_loss  # noqa: E402
 
 

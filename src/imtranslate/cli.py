@@ -109,7 +109,7 @@ def cmd_eval(args) -> None:
 
 
 def cmd_video(args) -> None:
-    from .infer.video import VideoTranslator, format_report
+    from .infer.video_translate import VideoTranslator, format_report
 
     vt = VideoTranslator.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema,
                                          batch_size=args.batch_size, flow=args.flow, temporal=args.temporal,

@@ -11,7 +11,7 @@ Flow convention (as in :mod:`imtranslate.infer.flow`): ``flows_bw[t]`` is the fl
 reproduces frame ``t`` wherever ``valid[t]`` is True.
 
 Numpy (for clips on disk and tests): :func:`synthesize_clip`. Torch (for a train step, on the
-batch's device, differentiable): :func:`random_affine_flow` and :func:`warp_tensor`.
+batch's device, differentiable): :func:`random_affine_flow`, and :func:`imtranslate.ops.warp_tensor`.
 """
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ from typing import Optional
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..ops import base_grid, warp_tensor
 
 __all__ = ["Clip", "synthesize_clip", "random_affine_flow", "warp_tensor", "affine_flow"]
 
@@ -146,13 +147,6 @@ def synthesize_clip(image: np.ndarray, n_frames: int = 8, rng: Optional[np.rando
 # --------------------------------------------------------------------------------------------
 # Torch: random known warps of a batch, for temporal training
 # --------------------------------------------------------------------------------------------
-def _base_grid(h: int, w: int, device, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    ys = torch.arange(h, device=device, dtype=dtype)
-    xs = torch.arange(w, device=device, dtype=dtype)
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return xx, yy  # (h, w) each
-
-
 def random_affine_flow(n: int, h: int, w: int, *, max_shift: float = 3.0, max_rotate: float = 1.0,
                        max_scale: float = 0.02, device=None,
                        generator: Optional[torch.Generator] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +163,7 @@ def random_affine_flow(n: int, h: int, w: int, *, max_shift: float = 3.0, max_ro
     shift_x, shift_y = u(max_shift), u(max_shift)
     angle = u(math.radians(max_rotate))
     scale = 1 + u(max_scale)
-    xx, yy = _base_grid(h, w, device)
+    xx, yy = base_grid(h, w, device)
     cx, cy = (w - 1) / 2, (h - 1) / 2
     dx, dy = xx - cx, yy - cy  # (h, w)
     cos = (torch.cos(angle) * scale).view(n, 1, 1)
@@ -179,21 +173,3 @@ def random_affine_flow(n: int, h: int, w: int, *, max_shift: float = 3.0, max_ro
     flow = torch.stack([src_x - xx, src_y - yy], dim=1)  # (n, 2, h, w)
     valid = ((src_x >= 0) & (src_x <= w - 1) & (src_y >= 0) & (src_y <= h - 1)).unsqueeze(1).float()
     return flow, valid
-
-
-def warp_tensor(x: torch.Tensor, flow: torch.Tensor, *, mode: str = "bilinear",
-                padding_mode: str = "border") -> torch.Tensor:
-    """Pull ``x (B, C, H, W)`` along ``flow (B, 2, H, W)`` (pixels): ``out[y] = x[y + flow[y]]``.
-
-    Differentiable in both ``x`` and ``flow`` (``mode="bilinear"``); ``mode="nearest"`` keeps
-    one-hot label inputs one-hot. Same convention as :func:`imtranslate.infer.flow.warp`.
-    """
-    b, _, h, w = x.shape
-    if flow.shape[0] != b or flow.shape[1] != 2 or flow.shape[-2:] != (h, w):
-        raise ValueError(f"warp_tensor: flow {tuple(flow.shape)} does not fit x {tuple(x.shape)}")
-    xx, yy = _base_grid(h, w, x.device, flow.dtype)
-    # grid_sample wants (x, y) in [-1, 1]; align_corners=True maps -1/1 to the corner pixel centres
-    gx = (xx + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (yy + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack([gx, gy], dim=-1)  # (B, H, W, 2)
-    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)

@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from ..data.clips import warp_tensor
+from ..ops import warp_tensor
 
 
 def temporal_loss(out_t: torch.Tensor, out_prev: torch.Tensor, flow: torch.Tensor,

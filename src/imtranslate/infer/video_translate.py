@@ -1,6 +1,6 @@
 """Flicker-free video translation with any image model, and the warping-error metric.
 
-    >>> from imtranslate.infer.video import VideoTranslator
+    >>> from imtranslate.infer.video_translate import VideoTranslator
     >>> vt = VideoTranslator.from_checkpoint("runs/0001-pix2pix/checkpoints/last.safetensors")
     >>> result = vt.translate_video("in.mp4", "out.mp4", report=True)
     >>> print(format_report(result))
@@ -108,7 +108,7 @@ class _PSNRMeter:
 
 def _frames(x) -> Iterable[np.ndarray]:
     if isinstance(x, (str, Path)):
-        from ..data.video import open_video
+        from ..data.video_io import open_video
 
         return open_video(x)
     return x
@@ -351,7 +351,7 @@ class VideoTranslator:
             report: also measure the warping error of the per-frame and of the blended output, and
                 the PSNR of the blended output against the per-frame one (see :func:`format_report`).
             progress: a progress bar with frames per second (tqdm, on stderr).
-            lossless, yuv444: output quality modes (see :class:`~imtranslate.data.video.VideoWriter`).
+            lossless, yuv444: output quality modes (see :class:`~imtranslate.data.video_io.VideoWriter`).
             fps: frame rate for a frame-folder input (default 25); files keep their own.
             audio: copy the input's audio track into the output file (when there is one).
 
@@ -361,7 +361,7 @@ class VideoTranslator:
         """
         from tqdm import tqdm
 
-        from ..data.video import VideoWriter, is_frame_folder_path, open_video
+        from ..data.video_io import VideoWriter, is_frame_folder_path, open_video
 
         src = Path(input)
         dst = Path(output)
