@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from imtranslate.config import load_config  # noqa: E402
+from imtranslate.tasks import load_config  # noqa: E402
 from imtranslate.evaluate import evaluate  # noqa: E402
 from imtranslate.tasks import get_task  # noqa: E402
 from imtranslate.train.loop import train  # noqa: E402

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from imtranslate.config import load_config  # noqa: E402
+from imtranslate.tasks import load_config  # noqa: E402
 from imtranslate.infer.predictor import Predictor  # noqa: E402
 from imtranslate.infer.tiling import TilePlan, compare_outputs, probe_input, tile_translate  # noqa: E402
 from imtranslate.tasks import get_task  # noqa: E402

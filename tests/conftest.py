@@ -35,7 +35,7 @@ def tiny_overrides(task: str, tmp_path, steps: int = 4, **extra) -> list[str]:
 @pytest.fixture
 def tiny(tmp_path):
     """``tiny("multires", steps=4)`` -> a resolved Config."""
-    from imtranslate.config import load_config
+    from imtranslate.tasks import load_config
 
     def make(task, steps=4, extra=()):
         return load_config(None, tiny_overrides(task, tmp_path, steps) + list(extra))

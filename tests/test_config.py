@@ -1,6 +1,7 @@
 import pytest
 
-from imtranslate.config import ConfigError, load_config, parse_overrides, to_dict
+from imtranslate.config import ConfigError, parse_overrides, to_dict
+from imtranslate.tasks import load_config
 from imtranslate.tasks import get_task, task_names
 
 
@@ -46,7 +47,7 @@ def test_yaml_file_and_base(tmp_path):
 
 
 def test_round_trip_through_dict():
-    from imtranslate.config import resolve
+    from imtranslate.tasks import resolve
 
     cfg = load_config(None, ["task=pix2pixhd", "model.features=false", "train.steps=9"])
     again = resolve(to_dict(cfg))

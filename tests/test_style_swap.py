@@ -234,7 +234,7 @@ def _overrides(folders, tmp_path, steps=2):
 
 
 def test_unpaired_dataset_is_deterministic(folders, tmp_path):
-    from imtranslate.config import load_config
+    from imtranslate.tasks import load_config
     from imtranslate.data.unpaired import build_unpaired, check_unpaired
 
     cfg = load_config(None, _overrides(folders, tmp_path))
@@ -252,7 +252,7 @@ def test_unpaired_dataset_is_deterministic(folders, tmp_path):
 
 
 def test_task_step_checkpoint_and_stylizer_round_trip(folders, tmp_path):
-    from imtranslate.config import load_config
+    from imtranslate.tasks import load_config
     from imtranslate.tasks import get_task
     from imtranslate.train.checkpoint import save_checkpoint
     from torch.utils.data import DataLoader

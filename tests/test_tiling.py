@@ -8,7 +8,7 @@ from PIL import Image
 
 from conftest import tiny_overrides
 from imtranslate.cli import main
-from imtranslate.config import load_config
+from imtranslate.tasks import load_config
 from imtranslate.data import input_channels
 from imtranslate.infer.predictor import Predictor
 from imtranslate.infer.tiling import (TilePlan, TilingError, axis_weights, compare_outputs, memory_in_use, plan_axis,

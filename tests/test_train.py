@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import ALL_TASKS
-from imtranslate.config import load_config
+from imtranslate.tasks import load_config
 from imtranslate.errors import CheckpointError
 from imtranslate.infer import Predictor
 from imtranslate.train.checkpoint import read_meta

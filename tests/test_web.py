@@ -36,7 +36,7 @@ def stylizer():
 
 @pytest.fixture(scope="module")
 def translator():
-    from imtranslate.config import load_config
+    from imtranslate.tasks import load_config
     from imtranslate.infer.predictor import Predictor
     from imtranslate.nets import build_net
 

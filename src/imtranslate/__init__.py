@@ -10,7 +10,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import ImtranslateError, ConfigError, DataError, WeightsMissingError, CheckpointError  # noqa: E402,F401
+from .errors import (ImtranslateError, ConfigError, DataError, WeightsMissingError, CheckpointError,  # noqa: E402,F401
+                     TrainingDiverged, TrainingInterrupted)
 
 
 def load(checkpoint, **kwargs):
@@ -20,11 +21,15 @@ def load(checkpoint, **kwargs):
     return Predictor.from_checkpoint(checkpoint, **kwargs)
 
 
-def train(config=None, overrides=None, **kwargs):
-    """Train from a YAML config path and/or ``key=value`` overrides; returns the run folder."""
-    from .config import load_config
+def train(config=None, overrides=None, *, resume=None, **kwargs):
+    """Train from a YAML config path (or built-in config name's file) and/or ``key=value``
+    overrides; returns the run folder. ``resume=RUN`` continues a run exactly (``overrides``
+    then may change only what :data:`imtranslate.config.RESUMABLE` lists)."""
+    from .tasks import load_config
     from .train.loop import train as _train
 
+    if resume is not None:
+        return _train(None, resume=resume, overrides=overrides, **kwargs)
     cfg = load_config(config, overrides)
     return _train(cfg, **kwargs)
 

@@ -136,7 +136,7 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
             plain: bool = False, vgg_weights: str = "random", scale: float = 1.0) -> Result:
     """Measure one configuration in this process. ``plain`` turns every speed lever off;
     ``scale`` shrinks the image size (smoke tests)."""
-    from .config import load_config
+    from .tasks import load_config
     from .tasks import get_task
 
     task_name, h, w, overrides = CONFIGS[name]

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import ImtranslateError
+from .errors import ImtranslateError, TrainingInterrupted
 
 
 def _configs_dir() -> Path:
@@ -54,20 +54,17 @@ def _split_overrides(items: list[str]) -> tuple[str | None, list[str]]:
 
 
 def cmd_train(args) -> None:
-    from .config import load_config
+    from .tasks import load_config
     from .train.loop import train
 
     config, overrides = _split_overrides(args.items)
     if args.vgg_weights:
         overrides.append(f"model.vgg_weights={args.vgg_weights}")
     if args.resume:
-        steps = None
-        for o in overrides:
-            if o.startswith("train.steps="):
-                steps = int(o.split("=", 1)[1])
-            else:
-                raise ImtranslateError(f"--resume continues the saved run; only train.steps=N may be given, not {o!r}")
-        train(None, resume=args.resume, steps=steps, dry_run=args.dry_run)
+        if config:
+            raise ImtranslateError(f"--resume continues the saved run with its own config; drop {config!r} "
+                                   "(options that may change are given as key=value)")
+        train(None, resume=args.resume, overrides=overrides, dry_run=args.dry_run)
         return
     cfg = load_config(_find_config(config), overrides)
     train(cfg, dry_run=args.dry_run)
@@ -130,7 +127,7 @@ def cmd_data(args) -> None:
                                        n_classes=args.n_classes, seed=args.seed)
         print(f"synthetic scenes in {root} (train/ and val/, each with label/ instance/ contour/ photo/)")
     elif args.data_cmd == "check":
-        from .config import load_config
+        from .tasks import load_config
 
         config, overrides = _split_overrides(args.items)
         cfg = load_config(_find_config(config), overrides)
@@ -384,6 +381,8 @@ def main(argv=None) -> int:
     except ImtranslateError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:  # the loop wrote a checkpoint and said how to resume
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

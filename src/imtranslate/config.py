@@ -19,11 +19,21 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from .errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------
+# Fixed sets of choices: a Literal field is checked by the loader, with a "did you mean" hint
+# --------------------------------------------------------------------------------------------
+#: every kind of dataset ``data.dataset`` may name (the one list; data/ and the checks use it)
+DatasetKind = Literal["synthetic", "folders", "aligned", "labelmap", "unpaired"]
+DATASET_KINDS: tuple[str, ...] = typing.get_args(DatasetKind)
+#: dataset kinds read from a user's folder (``data.root`` required)
+FOLDER_DATASETS = ("folders", "aligned", "labelmap", "unpaired")
 
 
 # --------------------------------------------------------------------------------------------
@@ -33,7 +43,7 @@ from .errors import ConfigError
 class SyntheticConfig:
     """The built-in synthetic scenes (see ``imtranslate.data.synthetic``)."""
 
-    input: str = "label"  # what the model translates from: label | contour
+    input: Literal["label", "contour"] = "label"  # what the model translates from
     n_train: int = 256  # scenes in the training split
     n_val: int = 32  # held-out scenes
     size: int = 64  # side of each square scene, pixels
@@ -46,14 +56,14 @@ class SyntheticConfig:
 class DataConfig:
     """Where training pairs come from and how they are prepared."""
 
-    dataset: str = "synthetic"  # synthetic | folders | aligned | labelmap | unpaired
+    dataset: DatasetKind = "synthetic"  # synthetic | folders | aligned | labelmap | unpaired
     root: str = ""  # dataset folder; must hold train/ (and optionally val/) or A/ and B/ directly
     style_root: str = ""  # unpaired (style transfer): folder of style pictures; root = content pictures
     a_dir: str = "A"  # sub-folder of inputs (folders / labelmap)
     b_dir: str = "B"  # sub-folder of targets, matched to inputs by file stem
     inst_dir: str = ""  # sub-folder of instance maps (labelmap); "" = none
-    direction: str = "AtoB"  # aligned side-by-side files: AtoB | BtoA
-    input_kind: str = "rgb"  # rgb | grey | label  (label = integer class map, one-hot encoded)
+    direction: Literal["AtoB", "BtoA"] = "AtoB"  # aligned side-by-side files
+    input_kind: Literal["rgb", "grey", "label"] = "rgb"  # label = integer class map, one-hot encoded
     output_channels: int = 3  # channels of the target images (3 = RGB, 1 = grey)
     n_classes: int = 0  # label maps: number of classes (values 0..n_classes-1)
     dont_care: int = -1  # label maps: value that means "no label" (-1 = none); maps to all-zero
@@ -78,22 +88,25 @@ class TrainConfig:
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    lr_policy: str = "linear"  # constant | linear | cosine | step
+    lr_policy: Literal["constant", "linear", "cosine", "step"] = "linear"
     lr_decay_start: float = 0.5  # fraction of the run after which linear/cosine decay starts
     lr_step_every: int = 1000  # step policy: halve the learning rate every this many steps
     ema_decay: float = 0.999  # EMA of the generator; 0 disables
     ema_start: int = 0  # step from which the EMA starts averaging (before: copies)
-    amp: str = "none"  # none | bf16 | fp16 (CUDA only; ignored on CPU with a warning)
+    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only; ignored on CPU with a warning
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch's default)
     # NHWC memory format: "auto" = on CUDA (cuDNN / tensor cores), off on CPU, where it measured
     # slower for training (imtranslate bench); true / false force it
-    channels_last: bool | str = "auto"
+    channels_last: bool | Literal["auto"] = "auto"
     # apply each parameter's Adam update as soon as its gradient is complete and free that
     # gradient: same updates, without holding every gradient at once (pix2pix-256: -0.22 GB).
     # Single process without fp16 loss scaling only; elsewhere the usual step is taken.
     step_in_backward: bool = True
     seed: int = 0
+    # start a new run from this checkpoint's weights (nets and EMA whose shapes fit; fresh
+    # optimisers, step 0, this config). "" = random init. Exact continuation is --resume instead.
+    init_from: str = ""
     log_every: int = 10  # scalars to TensorBoard / progress bar every N steps
     image_every: int = 200  # image grids to TensorBoard every N steps (0 = never)
     val_every: int = 200  # validation (L1 / PSNR / SSIM on held-out data); 0 = only at the end
@@ -118,6 +131,8 @@ class Config:
 # dict <-> dataclass with type checks
 # --------------------------------------------------------------------------------------------
 def _type_name(tp) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
     return getattr(tp, "__name__", str(tp))
 
 
@@ -127,6 +142,13 @@ def _coerce(value, tp, key: str):
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if origin is Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        names = [str(a) for a in args]
+        close = difflib.get_close_matches(str(value), names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(names)}{hint}")
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -160,12 +182,21 @@ def _coerce(value, tp, key: str):
             return value.lower() in ("true", "yes", "on", "1")
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
     if tp is int:
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 2e-4 and 1e30 (no dot, or no sign in the exponent) as strings;
+            # they are how most people write learning rates
+            try:
+                value = float(value.strip())
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -268,57 +299,59 @@ def parse_overrides(items) -> dict:
     return out
 
 
-def resolve(data: dict) -> Config:
-    """Turn a raw mapping (YAML + overrides) into a fully typed :class:`Config`."""
-    from .tasks import get_task  # late import: tasks import this module
+def assemble(data: dict, model_cls: type) -> Config:
+    """A raw mapping (YAML + overrides) -> typed :class:`Config`, with ``model`` built as ``model_cls``.
 
+    The task layer knows which dataclass a task's ``model:`` section is; it calls this (see
+    :func:`imtranslate.tasks.resolve`), so this module never imports the tasks.
+    """
     data = dict(data or {})
     unknown = set(data) - {"task", "data", "train", "model"}
     if unknown:
         raise ConfigError(f"unknown top-level option(s) {sorted(unknown)}; known: task, data, train, model")
-    task_name = data.get("task", "multires")
-    task_cls = get_task(task_name)
     cfg = Config(
-        task=task_name,
+        task=str(data.get("task", "multires")),
         data=from_dict(DataConfig, data.get("data") or {}, "data"),
         train=from_dict(TrainConfig, data.get("train") or {}, "train"),
-        model=from_dict(task_cls.Config, data.get("model") or {}, "model"),
+        model=from_dict(model_cls, data.get("model") or {}, "model"),
     )
     check(cfg)
-    task_cls.check_config(cfg)
     return cfg
 
 
-def load_config(path=None, overrides=None) -> Config:
-    """YAML file (optional) + ``key=value`` overrides -> typed Config."""
-    data = load_yaml(path) if path else {}
-    data = merge(data, parse_overrides(overrides))
-    return resolve(data)
+#: what may change when a run is resumed: how long, how fast, how it reports and where it runs.
+#: Everything else (nets, losses, data, batch size, seed, EMA) defines the run and would make the
+#: saved weights and optimiser state mean something else.
+RESUMABLE = frozenset({
+    "train.steps", "train.lr_g", "train.lr_d", "train.lr_policy", "train.lr_decay_start",
+    "train.lr_step_every", "train.log_every", "train.image_every", "train.val_every",
+    "train.val_batches", "train.ckpt_every", "train.keep_ckpts", "train.progress", "train.tensorboard",
+    "train.device", "train.threads", "train.step_in_backward", "train.channels_last", "data.num_workers",
+    # where this machine keeps the same pretrained VGG-19 (the file may move between machines)
+    "model.vgg_weights",
+})
 
 
-_CHOICES = {
-    "data.dataset": ("synthetic", "folders", "aligned", "labelmap", "unpaired"),
-    "data.input_kind": ("rgb", "grey", "label"),
-    "data.direction": ("AtoB", "BtoA"),
-    "data.synthetic.input": ("label", "contour"),
-    "train.lr_policy": ("constant", "linear", "cosine", "step"),
-    "train.amp": ("none", "bf16", "fp16"),
-}
+def flatten_keys(data: dict, prefix: str = "") -> list[str]:
+    """``{"train": {"steps": 1}}`` -> ``["train.steps"]``."""
+    out = []
+    for k, v in data.items():
+        full = f"{prefix}.{k}" if prefix else str(k)
+        out.extend(flatten_keys(v, full) if isinstance(v, dict) else [full])
+    return out
 
 
-def _get(cfg, dotted):
-    obj = cfg
-    for p in dotted.split("."):
-        obj = getattr(obj, p)
-    return obj
+def check_resume_overrides(overrides: dict) -> None:
+    """Only :data:`RESUMABLE` options may be overridden on ``--resume``; say which may."""
+    for key in flatten_keys(overrides):
+        if key not in RESUMABLE:
+            raise ConfigError(f"{key} cannot change on --resume: it defines the saved run (nets, data, "
+                              f"losses). Options that may change: {', '.join(sorted(RESUMABLE))}. "
+                              f"To train a changed model from these weights use train.init_from=CHECKPOINT")
 
 
 def check(cfg: Config) -> None:
-    """Value checks that types alone do not catch."""
-    for key, choices in _CHOICES.items():
-        v = _get(cfg, key)
-        if v not in choices:
-            raise ConfigError(f"{key}: {v!r} is not one of {', '.join(choices)}")
+    """Value checks that types alone do not catch (fixed choices are ``Literal`` fields)."""
     t, d = cfg.train, cfg.data
     if t.steps < 1:
         raise ConfigError("train.steps must be at least 1")
@@ -326,7 +359,7 @@ def check(cfg: Config) -> None:
         raise ConfigError("train.batch_size must be at least 1")
     if not 0.0 <= t.ema_decay < 1.0:
         raise ConfigError("train.ema_decay must be in [0, 1)")
-    if d.dataset in ("folders", "aligned", "labelmap", "unpaired") and not d.root:
+    if d.dataset in FOLDER_DATASETS and not d.root:
         raise ConfigError(f"data.root is required for data.dataset={d.dataset}")
     if d.dataset == "unpaired" and not d.style_root:
         raise ConfigError("data.style_root (a folder of style pictures) is required for data.dataset=unpaired")
@@ -345,10 +378,6 @@ def config_to_json(cfg: Config) -> str:
     return json.dumps(to_dict(cfg))
 
 
-def config_from_json(text: str) -> Config:
-    return resolve(json.loads(text))
-
-
 def use_channels_last(train_cfg: TrainConfig, device) -> bool:
     """Whether ``train.channels_last`` means NHWC on ``device``."""
     import torch
@@ -356,6 +385,4 @@ def use_channels_last(train_cfg: TrainConfig, device) -> bool:
     value = train_cfg.channels_last
     if isinstance(value, bool):
         return value
-    if value != "auto":
-        raise ConfigError(f"train.channels_last: {value!r} is not auto, true or false")
-    return torch.device(device).type == "cuda"
+    return torch.device(device).type == "cuda"  # "auto"

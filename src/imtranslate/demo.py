@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
+from .tasks import load_config
 from .data import list_images, read_image
 from .infer.predictor import Predictor
 from .report import load_metrics_jsonl, write_report

@@ -34,3 +34,15 @@ class WeightsMissingError(ImtranslateError):
 
 class CheckpointError(ImtranslateError):
     """A checkpoint file is missing, truncated or was not written by imtranslate."""
+
+
+class TrainingDiverged(ImtranslateError):
+    """A loss or weight became NaN/inf: the run stopped, the last good checkpoint is kept."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT / SIGTERM stopped training after a checkpoint; ``signum`` says which signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum

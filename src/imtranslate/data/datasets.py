@@ -25,12 +25,14 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..config import DATASET_KINDS
 from ..errors import ConfigError, DataError
 from .io import IMAGE_EXTENSIONS, list_images, probe_image, read_image, to_tensor
 from .synthetic import SYNTHETIC_VERSION, generate_synthetic
 from .transforms import PairedTransform, resized_shape
 
-DATASET_KINDS = ("synthetic", "folders", "aligned", "labelmap")
+#: the kinds of ``data.dataset`` that give (input, target) pairs; "unpaired" is read by data/unpaired.py
+PAIRED_DATASETS = tuple(k for k in DATASET_KINDS if k != "unpaired")
 _FIRST = 5  # how many offending names an error message lists
 
 
@@ -407,8 +409,9 @@ def split_records(data_cfg) -> dict:
     ``val_source`` is ``"folder"`` (a val folder / ``data.val_root``), ``"split"`` (held out of
     the training files by ``data.val_fraction``) or ``"none"``. ``max_items`` is not applied.
     """
-    if data_cfg.dataset not in DATASET_KINDS:
-        raise ConfigError(f"data.dataset: {data_cfg.dataset!r} is not one of {', '.join(DATASET_KINDS)}")
+    if data_cfg.dataset not in PAIRED_DATASETS:
+        raise ConfigError(f"data.dataset={data_cfg.dataset} gives no (input, target) pairs; this task needs one "
+                          f"of {', '.join(PAIRED_DATASETS)}")
     if data_cfg.dataset == "synthetic":
         root = prepare_synthetic(data_cfg)
         train = _scan(data_cfg, root / "train")

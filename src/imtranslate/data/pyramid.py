@@ -6,12 +6,16 @@ error of one downscale is not compounded through the pyramid.
 """
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-PYRAMID_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "area")
+PyramidMethod = Literal["nearest", "bilinear", "bicubic", "lanczos", "area"]  # how levels are shrunk
+PYRAMID_METHODS: tuple[str, ...] = typing.get_args(PyramidMethod)
 
 
 def pyramid_multiple(levels: int) -> int:

@@ -18,13 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import Config, resolve, use_channels_last
+from ..config import Config, use_channels_last
 from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
-from ..nets import build_net
-from ..tasks import get_task
+from ..tasks import get_task, resolve
 from .optimize import inference_channels_last
-from ..train.checkpoint import load_net_weights, load_tensors, read_meta
+from ..checkpoint_file import load_generator, load_tensors
 from .tiling import (TilingChoice, TilingError, choose_tiling, default_budget, instance_norms, measure_edge_effect,
                      measure_memory, memory_in_use, overlap_for_edge, probe_input, round_up, tile_translate)
 
@@ -95,13 +94,8 @@ class Predictor:
     def from_checkpoint(cls, path, device: str = "auto", use_ema: bool = True, batch_size: int = 4,
                         optimize: bool = True) -> "Predictor":
         """Rebuild the generator named in the checkpoint from its saved kwargs and load its weights."""
-        meta = read_meta(path)
+        G, meta, source = load_generator(path, use_ema=use_ema)
         cfg = resolve(meta["config"])
-        key = meta["generator"]
-        spec = meta["nets"][key]
-        G = build_net(spec["name"], **spec["kwargs"])
-        source = load_net_weights(path, G, key, use_ema=use_ema)
-        get_task(cfg.task).restore_generator_state(G, meta.get("generator_state", {}))
         extras = load_tensors(path, "extra/")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"

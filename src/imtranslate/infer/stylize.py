@@ -27,15 +27,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import resolve
+from ..tasks import resolve
 from ..data import read_image, write_image
 from ..errors import CheckpointError, ConfigError, DataError, ImtranslateError
 from ..losses import tv_loss
-from ..nets import build_net
 from ..nets.inverse import InverseNet, build_encoder, encode_tiled, encoder_geometry, encoder_receptive_field, \
     invert_tiled
 from ..nets.style_swap import DEFAULT_CHUNK, style_swap, style_swap_fast
-from ..train.checkpoint import load_net_weights, read_meta
+from ..checkpoint_file import load_generator, read_meta
 
 #: pictures larger than this many pixels a side are encoded / decoded tile by tile
 DEFAULT_TILE = 1024
@@ -194,10 +193,7 @@ class Stylizer:
             raise CheckpointError(f"{path}: a {meta.get('task')} checkpoint, not a styleswap inverse network; "
                                   "translate with `imtranslate translate`, or train one with task=styleswap")
         cfg = resolve(meta["config"])
-        key = meta["generator"]
-        spec = meta["nets"][key]
-        G = build_net(spec["name"], **spec["kwargs"])
-        source = load_net_weights(path, G, key, use_ema=use_ema)
+        G, _, source = load_generator(path, use_ema=use_ema)
         m = cfg.model
         return cls(G, encoder_layer=m.encoder_layer, vgg_weights=vgg_weights or m.vgg_weights, patch=m.patch,
                    stride=m.stride, device=device, tile=tile, source=f"{source} weights of {path}")

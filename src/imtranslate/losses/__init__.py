@@ -12,13 +12,13 @@
 from __future__ import annotations
 
 from .feature_matching import feature_matching_loss
-from .gan import GAN_MODES, GANLoss
+from .gan import GAN_MODES, GanMode, GANLoss
 from .perceptual import VGGLoss, gram_matrix, perceptual_loss, style_loss
 from .pixel import l1_loss, pyramid_l1
 from .temporal import temporal_loss
 from .tv import tv_loss
 
 __all__ = [
-    "GANLoss", "GAN_MODES", "feature_matching_loss", "l1_loss", "pyramid_l1",
+    "GANLoss", "GAN_MODES", "GanMode", "feature_matching_loss", "l1_loss", "pyramid_l1",
     "VGGLoss", "gram_matrix", "perceptual_loss", "style_loss", "tv_loss", "temporal_loss",
 ]

@@ -1,10 +1,14 @@
 """Adversarial losses on discriminator outputs (``list[list[Tensor]]``, logits last per scale)."""
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 
-GAN_MODES = ("lsgan", "vanilla", "hinge")
+GanMode = Literal["lsgan", "vanilla", "hinge"]  # the adversarial objective
+GAN_MODES: tuple[str, ...] = typing.get_args(GanMode)
 
 
 def _logits(outputs) -> list[torch.Tensor]:

@@ -13,6 +13,9 @@ Conventions used throughout ``imtranslate.nets``:
 """
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import contextlib
 import math
 
@@ -20,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-NORMS = ("batch", "instance", "none")
+Norm = Literal["batch", "instance", "none"]  # the normalisation of a conv block
+NORMS: tuple[str, ...] = typing.get_args(Norm)
 ACTS = ("relu", "lrelu", "tanh", "none")
 
 

@@ -124,6 +124,14 @@ class MultiResGenerator(nn.Module):
             raise ValueError(f"active levels must be in 1..{self.n_levels}, got {k}")
         self.active_levels = k
 
+    def run_state(self) -> dict:
+        """What the weights do not carry: how many levels are active (saved in checkpoints)."""
+        return {"active_levels": self.active_levels}
+
+    def load_run_state(self, state: dict) -> None:
+        # a checkpoint saved mid-schedule predicts with the levels trained so far
+        self.set_active_levels(int(state.get("active_levels", self.active_levels)))
+
     def level_parameters(self, i: int) -> Iterator[nn.Parameter]:
         """Parameters that belong to level ``i`` only (level 0 also owns the bottleneck)."""
         if not 0 <= i < self.n_levels:

@@ -85,6 +85,13 @@ class Pix2PixHDGenerator(nn.Module):
             raise ValueError(f"active enhancers must be in 0..{n}, got {k}")
         self.active_enhancers = k
 
+    def run_state(self) -> dict:
+        """What the weights do not carry: how many enhancers are active (saved in checkpoints)."""
+        return {"active_enhancers": self.active_enhancers}
+
+    def load_run_state(self, state: dict) -> None:
+        self.set_active_enhancers(int(state.get("active_enhancers", self.active_enhancers)))
+
     def output_scale(self) -> int:
         """By how much the output is smaller than the input with the current active enhancers."""
         return 2 ** (len(self.enhancers) - self.active_enhancers)

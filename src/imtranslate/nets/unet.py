@@ -13,7 +13,8 @@ class UNetGenerator(nn.Module):
     """U-Net: ``num_downs`` 4x4 stride-2 convs down, as many transposed convs up, and a skip
     connection from every encoder level to the decoder level of the same size.
 
-    Widths are ``ngf * min(2**j, 8)`` at encoder level j. As in pix2pix the blocks are
+    Widths are ``ngf * min(2**j, 8)`` at encoder level j, or any list ``widths`` (one per
+    level, e.g. after channel pruning; the decoder mirrors them, as its skips require). As in pix2pix the blocks are
     pre-activation (LeakyReLU 0.2 before each down conv, ReLU before each up conv), so skips
     carry normalised, not-yet-activated features; the outermost down conv has no norm, the
     innermost (1x1 for a 256-px input and ``num_downs=8``) has no norm either, and the
@@ -33,6 +34,7 @@ class UNetGenerator(nn.Module):
         ngf: int = 64,
         norm: str = "batch",
         dropout: bool = True,
+        widths: list[int] | None = None,
     ):
         super().__init__()
         self.config = init_config(locals())
@@ -41,7 +43,9 @@ class UNetGenerator(nn.Module):
         self.multiple = 2**num_downs
         # inference in NHWC is faster on CPU for this net (infer/optimize.py: inference_channels_last)
         self.cpu_inference_channels_last = True
-        width = [ngf * min(2**j, 8) for j in range(num_downs)]  # encoder level j output width
+        width = list(widths) if widths else [ngf * min(2**j, 8) for j in range(num_downs)]  # encoder level j
+        if len(width) != num_downs or min(width) < 1:
+            raise ValueError(f"widths needs {num_downs} positive channel counts (one per level), got {widths}")
 
         downs = [ConvNormAct(in_channels, width[0], 4, stride=2, padding=1, norm="none", act="none")]
         for j in range(1, num_downs):

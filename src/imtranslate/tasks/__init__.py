@@ -5,9 +5,13 @@
                 feature matching, VGG loss, instance features     (tasks/pix2pixhd.py)
 ``multires``  — the multi-resolution, multi-loss translator (S1)  (tasks/multires.py)
 ``styleswap`` — style swap's inverse network (S3)                  (tasks/styleswap.py)
+
+Resolving a config lives here, not in ``config.py``: only this layer knows which dataclass a
+task's ``model:`` section is (``config.py`` stays below the tasks and never imports them).
 """
 from __future__ import annotations
 
+from ..config import Config, assemble, check_resume_overrides, load_yaml, merge, parse_overrides
 from ..errors import ConfigError
 
 TASKS: dict[str, type] = {}
@@ -33,3 +37,29 @@ def get_task(name: str):
 def task_names() -> list[str]:
     _load_all()
     return sorted(TASKS)
+
+
+def resolve(data: dict) -> Config:
+    """A raw mapping (YAML + overrides) -> a fully typed and checked :class:`Config`."""
+    task_cls = get_task(str((data or {}).get("task", "multires")))
+    cfg = assemble(data, task_cls.Config)
+    task_cls.check_config(cfg)
+    return cfg
+
+
+def load_config(path=None, overrides=None) -> Config:
+    """YAML file (optional) + ``key=value`` overrides -> typed Config."""
+    data = load_yaml(path) if path else {}
+    return resolve(merge(data, parse_overrides(overrides)))
+
+
+def resolve_resume(saved: dict, overrides=None) -> Config:
+    """The config saved in a checkpoint with ``--resume`` overrides applied.
+
+    Overrides go through the same typed checks as on a new run, and only options that do not
+    change what the saved weights mean may be given (:data:`imtranslate.config.RESUMABLE`).
+    Nothing is written here, so a bad override can never make a checkpoint unreadable.
+    """
+    extra = parse_overrides(overrides) if isinstance(overrides, (list, tuple)) else dict(overrides or {})
+    check_resume_overrides(extra)
+    return resolve(merge(saved, extra))

@@ -4,6 +4,11 @@ A task is the only place where nets, losses and optimisers meet. The training lo
 nothing about GANs: it calls :meth:`Task.train_step` once per step and reads back a dict of
 scalars. Predictors know nothing about a method's internals: they rebuild the generator from
 its registry name and kwargs and call :meth:`Task.translate` on an encoded input.
+
+How a loss becomes an update is not the task's business either: :meth:`Task.backward_step`
+hands it to ``self.stepper``. The default here is the textbook ``backward(); step()``; the
+training loop attaches :class:`imtranslate.train.stepping.Stepper` (gradient all-reduce under
+torchrun, fp16 loss scaling, Adam steps inside the backward pass), which gives the same updates.
 """
 from __future__ import annotations
 
@@ -40,12 +45,9 @@ class Task:
         self.base_lr: dict[str, float] = {}
         amp = cfg.train.amp if self.device.type == "cuda" else "none"
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-        # fp16 needs loss scaling; bf16 has fp32's exponent range and does not
-        self.scaler = torch.amp.GradScaler("cuda", enabled=(amp == "fp16"))
         self.channels_last = use_channels_last(cfg.train, self.device)
-        self.world = 1  # processes; set by the training loop under torchrun
-        self._stepping: torch.optim.Optimizer | None = None  # optimiser stepping inside backward()
-        self._hooked: set[str] = set()  # optimisers whose parameters can step inside backward()
+        self.stepper = PlainStepper()  # the training loop attaches train.stepping.Stepper
+        self._net_listeners: list = []  # called as f(key, net) when the task replaces a net
         self.build()
         if self.channels_last:
             # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolution kernels
@@ -73,30 +75,48 @@ class Task:
             opt = torch.optim.Adam(params, lr=lr, betas=(t.beta1, t.beta2), foreach=True)
         self.optimizers[key] = opt
         self.base_lr[key] = lr
-        # a parameter frozen now has no hook; if a later stage unfroze it, it would be stepped
-        # with a partial gradient by its neighbours' hooks: such optimisers step as usual
-        if t.step_in_backward and all(p.requires_grad for p in params):
-            for p in params:
-                p.register_post_accumulate_grad_hook(self._make_step_hook(opt))
-            self._hooked.add(key)
         return opt
 
-    def _make_step_hook(self, opt: torch.optim.Optimizer):
-        def hook(p: torch.Tensor) -> None:
-            # Called once per backward pass when p's gradient is complete (every use of p summed),
-            # i.e. after every node that saved p has run, so p may change in place. The other
-            # parameters' gradients are None here (zeroed before backward, freed after their own
-            # step), so a whole step of the optimiser updates p alone (~45 us of bookkeeping per
-            # call: ~2 ms per pix2pix-256 step).
-            if self._stepping is opt:
-                opt.step()
-                p.grad = None
-        return hook
+    def replace_net(self, key: str, net: nn.Module, registry_name: str | None = None) -> nn.Module:
+        """Swap ``self.nets[key]`` for ``net`` (e.g. the same net with fewer channels per layer).
 
-    def _step_in_backward(self) -> bool:
-        # a gradient all-reduce, or fp16 loss scaling (unscale + inf check over all gradients),
-        # needs every gradient at once
-        return self.world == 1 and not self.scaler.is_enabled()
+        ``net_specs`` records the new constructor kwargs (so a checkpoint rebuilds it alone);
+        every optimiser that held the old net's parameters is rebuilt over the new ones (Adam
+        moments kept where a parameter kept its shape, fresh where it changed), and listeners
+        (the loop's EMA and stepper) follow. Parameters are matched by name.
+        """
+        old = self.nets[key]
+        name = registry_name or self.net_specs[key]["name"]
+        net = net.to(self.device)
+        if self.channels_last:
+            net.to(memory_format=torch.channels_last)
+        old_names = {id(p): n for n, p in old.named_parameters()}
+        new_params = dict(net.named_parameters())
+        missing = sorted(set(old_names.values()) - set(new_params))
+        if missing:
+            raise ValueError(f"replace_net({key!r}): the new net lacks parameters {missing[:3]}")
+        for okey, opt in list(self.optimizers.items()):
+            if not any(id(p) in old_names for g in opt.param_groups for p in g["params"]):
+                continue
+            groups, state = [], {}
+            for g in opt.param_groups:
+                params = []
+                for p in g["params"]:
+                    q = new_params[old_names[id(p)]] if id(p) in old_names else p
+                    st = opt.state.get(p)
+                    if st and q.shape == p.shape:
+                        state[q] = st
+                    params.append(q)
+                groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": params})
+            new_opt = type(opt)(groups, **opt.defaults)
+            for q, st in state.items():
+                new_opt.state[q] = st
+            self.optimizers[okey] = new_opt
+        self.nets[key] = net
+        self.net_specs[key] = {"name": name, "kwargs": dict(net.config)}
+        for listener in self._net_listeners:
+            listener(key, net)
+        return net
 
     def check_patch_size(self, D: nn.Module, size: int, what: str) -> None:
         """A discriminator must fit the crops it will see; say so at start-up, not mid-run."""
@@ -178,24 +198,11 @@ class Task:
     def backward_step(self, loss: torch.Tensor, opt_key: str, inputs: list | None = None,
                       retain_graph: bool = False) -> None:
         """Gradients of ``loss`` for the parameters of optimiser ``opt_key`` (only ``inputs`` when
-        given: several losses may share one graph), then its step — inside the backward pass when
-        ``train.step_in_backward`` allows."""
-        opt = self.optimizers[opt_key]
-        opt.zero_grad(set_to_none=True)
-        if opt_key in self._hooked and self._step_in_backward():
-            self._stepping = opt
-            try:
-                loss.backward(inputs=inputs, retain_graph=retain_graph)
-            finally:
-                self._stepping = None
-            return
-        self.scaler.scale(loss).backward(inputs=inputs, retain_graph=retain_graph)
-        if self.world > 1:  # torchrun: mean gradient over processes, as DistributedDataParallel does
-            from ..train.distributed import average_gradients
+        given: several losses may share one graph), then its step, by ``self.stepper``.
 
-            average_gradients([p for g in opt.param_groups for p in g["params"]], self.world)
-        self.scaler.step(opt)
-        self.scaler.update()
+        One call per optimiser per step; a task never reads ``.grad`` afterwards (the training
+        loop's stepper may have applied and freed each gradient inside the backward pass)."""
+        self.stepper.backward_step(loss, self.optimizers[opt_key], opt_key, inputs=inputs, retain_graph=retain_graph)
 
     def _learning(self, opt_key: str) -> list[torch.Tensor]:
         """The parameters of optimiser ``opt_key`` that learn at this stage."""
@@ -237,12 +244,27 @@ class Task:
 
     # ---- generator run-time state (e.g. how many levels are active mid-schedule) -------------
     def generator_state(self) -> dict:
-        """Small JSON state of the generator that its weights do not carry; saved in checkpoints."""
-        return {}
+        """Small JSON state of the generator that its weights do not carry; saved in checkpoints.
+
+        A net with such state provides ``run_state()`` / ``load_run_state(state)`` itself, so a
+        generator rebuilt from a checkpoint alone (predictors, teachers) restores it too."""
+        G = self.generator
+        return G.run_state() if hasattr(G, "run_state") else {}
 
     @classmethod
     def restore_generator_state(cls, G: nn.Module, state: dict) -> None:
         """Put a generator rebuilt from a checkpoint into the state it was saved in."""
+        if hasattr(G, "load_run_state"):
+            G.load_run_state(state or {})
+
+    # ---- task state (besides nets and optimisers), saved in checkpoints, restored on resume --
+    def state_dict(self) -> dict:
+        """What the task owns besides nets and optimisers (e.g. degradation strengths that adapt
+        during training): JSON values and tensors. Restored exactly by ``--resume``."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s values (called on resume, after the nets are loaded)."""
 
     # ---- extra state saved in checkpoints (e.g. stage, cluster centres) --------------------
     def extra_tensors(self) -> dict[str, torch.Tensor]:
@@ -254,6 +276,15 @@ class Task:
 
     def finish(self, train_loader) -> None:
         """Called once after the last step (e.g. pix2pixHD clusters its instance features)."""
+
+
+class PlainStepper:
+    """``zero_grad(); backward(); step()``: what a task does without the training loop's stepper."""
+
+    def backward_step(self, loss, opt, opt_key, inputs=None, retain_graph=False) -> None:
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=inputs, retain_graph=retain_graph)
+        opt.step()
 
 
 def lr_factor(t, step: int) -> float:
@@ -275,8 +306,6 @@ def check_gan_options(m) -> None:
     """Checks shared by the adversarial tasks' configs."""
     from ..errors import ConfigError
 
-    if m.gan_mode not in ("vanilla", "lsgan", "hinge"):
-        raise ConfigError(f"model.gan_mode: {m.gan_mode!r} is not vanilla, lsgan or hinge")
     if m.lambda_temporal < 0:
         raise ConfigError(f"model.lambda_temporal must be >= 0, got {m.lambda_temporal}")
 

@@ -16,40 +16,42 @@ trains the whole model jointly. Inference: N pyramid inputs, one output of the i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from ..data import build_pyramid, input_read_mode
+from ..data.pyramid import PyramidMethod
 from ..errors import ConfigError
-from ..losses import GANLoss, VGGLoss, l1_loss
+from ..losses import GANLoss, GanMode, VGGLoss, l1_loss
+from ..nets.layers import Norm
 from ..nets.vgg import VGG19Features
 from . import register_task
 from .base import Task, check_gan_options, set_requires_grad
 
-PYRAMID_METHODS = ("nearest", "bilinear", "bicubic", "lanczos", "area")
 
 
 @dataclass
 class MultiResConfig:
     n_levels: int = 3  # pyramid levels N (the original + N-1 halvings)
-    pyramid_method: str = "bilinear"  # nearest | bilinear | bicubic | lanczos | area (labels: nearest)
+    pyramid_method: PyramidMethod = "bilinear"  # nearest | bilinear | bicubic | lanczos | area (labels: nearest)
     ngf: int = 32  # width of the finest level; doubles per coarser level
     max_channels: int = 256  # width cap and the bottleneck's width
     n_enc_blocks: int = 1
     n_bottleneck_down: int = 2
     n_res_blocks: int = 3
     n_dec_blocks: int = 1
-    norm: str = "instance"
-    fusion: str = "concat"  # concat | sum
+    norm: Norm = "instance"  # batch | instance | none
+    fusion: Literal["concat", "sum"] = "concat"  # how a coarser level's features join a finer one
     ndf: int = 32  # per-level PatchGAN width
     n_layers_d: int = 3  # of the finest level's D (70x70 patches); one fewer per coarser level
-    norm_d: str = "instance"
-    gan_mode: str = "lsgan"
+    norm_d: Norm = "instance"
+    gan_mode: GanMode = "lsgan"  # lsgan | vanilla | hinge
     lambda_l1: float = 100.0
     lambda_gan: float = 1.0
     lambda_style: float = 10.0  # Gram-matrix style loss (relative Gram error, see style_norm)
-    style_norm: str = "relative"  # relative: |G(out)-G(B)|^2/|G(B)|^2, independent of VGG feature scale; none: MSE
+    style_norm: Literal["relative", "none"] = "relative"  # relative: |G(out)-G(B)|^2/|G(B)|^2, independent of VGG feature scale; none: MSE
     style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
     level_weights: list[float] = field(default_factory=list)  # per level, coarsest first; [] = equal
     stage_steps: list[int] = field(default_factory=list)  # steps of each coarse-to-fine stage; [] = stage_fraction
@@ -69,17 +71,11 @@ class MultiResTask(Task):
         m = cfg.model
         if m.n_levels < 1:
             raise ConfigError("model.n_levels must be at least 1")
-        if m.pyramid_method not in PYRAMID_METHODS:
-            raise ConfigError(f"model.pyramid_method: {m.pyramid_method!r} is not one of {', '.join(PYRAMID_METHODS)}")
         if m.stage_steps and len(m.stage_steps) != m.n_levels:
             raise ConfigError(f"model.stage_steps needs {m.n_levels} entries (one per coarse-to-fine stage), "
                               f"got {len(m.stage_steps)}")
         if m.level_weights and len(m.level_weights) != m.n_levels:
             raise ConfigError(f"model.level_weights needs {m.n_levels} entries (coarsest first)")
-        if m.style_norm not in ("relative", "none"):
-            raise ConfigError(f"model.style_norm: {m.style_norm!r} is not relative or none")
-        if m.fusion not in ("concat", "sum"):
-            raise ConfigError(f"model.fusion: {m.fusion!r} is not concat or sum")
         check_gan_options(m)
         if sum(cls.stage_bounds(cfg)[:-1]) > cfg.train.steps and not m.stage_steps:
             raise ConfigError("model.stage_fraction * n_levels exceeds the run; lower model.stage_fraction")
@@ -215,14 +211,6 @@ class MultiResTask(Task):
     @classmethod
     def size_multiple(cls, G, cfg) -> int:
         return int(G.multiple)
-
-    def generator_state(self) -> dict:
-        return {"active_levels": self.nets["G"].active_levels}
-
-    @classmethod
-    def restore_generator_state(cls, G, state) -> None:
-        # a checkpoint saved mid-schedule predicts with the levels trained so far
-        G.set_active_levels(int(state.get("active_levels", G.active_levels)))
 
     def validation_translate(self, G, batch) -> torch.Tensor:
         G.set_active_levels(self.nets["G"].active_levels)  # the EMA copy follows the schedule too

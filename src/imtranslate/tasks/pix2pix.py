@@ -10,28 +10,30 @@ Phases of one step::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
 from ..data.datasets import input_kind
 from ..errors import ConfigError
-from ..losses import GANLoss, l1_loss
+from ..losses import GANLoss, GanMode, l1_loss
+from ..nets.layers import Norm
 from . import register_task
 from .base import Task, check_gan_options, set_requires_grad
 
 
 @dataclass
 class Pix2PixConfig:
-    generator: str = "unet"  # unet | resnet
+    generator: Literal["unet", "resnet"] = "unet"
     ngf: int = 64  # generator base width
     num_downs: int = 8  # unet: downsamplings (8 -> 256 px bottleneck of 1x1)
     n_blocks: int = 9  # resnet: residual blocks
-    norm: str = "batch"  # batch | instance | none
+    norm: Norm = "batch"  # batch | instance | none
     dropout: bool = True  # dropout in the generator (pix2pix's only source of noise)
     ndf: int = 64  # discriminator base width
     n_layers_d: int = 3  # 3 -> 70x70 receptive field
-    norm_d: str = "batch"
-    gan_mode: str = "vanilla"  # vanilla | lsgan | hinge
+    norm_d: Norm = "batch"
+    gan_mode: GanMode = "vanilla"  # vanilla | lsgan | hinge
     lambda_gan: float = 1.0
     lambda_l1: float = 100.0
     lambda_temporal: float = 0.0  # > 0: temporal loss on a randomly warped copy of the input (steadier video; one more G pass)
@@ -44,10 +46,7 @@ class Pix2PixTask(Task):
 
     @classmethod
     def check_config(cls, cfg) -> None:
-        m = cfg.model
-        if m.generator not in ("unet", "resnet"):
-            raise ConfigError(f"model.generator: {m.generator!r} is not unet or resnet")
-        check_gan_options(m)
+        check_gan_options(cfg.model)
 
     def build(self) -> None:
         m = self.m

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..data import input_read_mode
 from ..errors import ConfigError
-from ..losses import GANLoss, VGGLoss, feature_matching_loss
+from ..losses import GANLoss, GanMode, VGGLoss, feature_matching_loss
+from ..nets.layers import Norm
 from ..nets.vgg import VGG19Features
 from . import register_task
 from .base import Task, check_gan_options, set_requires_grad
@@ -32,12 +33,12 @@ class Pix2PixHDConfig:
     n_blocks: int = 9  # G1 residual blocks
     n_local_enhancers: int = 1
     n_blocks_local: int = 3
-    norm: str = "instance"
+    norm: Norm = "instance"  # batch | instance | none
     ndf: int = 64
     n_layers_d: int = 3
     num_d: int = 3  # discriminator scales: full, 1/2, 1/4
-    norm_d: str = "instance"
-    gan_mode: str = "lsgan"
+    norm_d: Norm = "instance"
+    gan_mode: GanMode = "lsgan"  # lsgan | vanilla | hinge
     lambda_gan: float = 1.0
     lambda_fm: float = 10.0  # discriminator feature matching
     lambda_vgg: float = 10.0  # VGG-19 perceptual loss (0 disables and needs no VGG weights)
@@ -256,13 +257,6 @@ class Pix2PixHDTask(Task):
         if out.shape[-2:] != A.shape[-2:]:  # saved during the global stage: G1's output, upsampled
             out = F.interpolate(out, size=A.shape[-2:], mode="bilinear", align_corners=False)
         return out
-
-    def generator_state(self) -> dict:
-        return {"active_enhancers": self.nets["G"].active_enhancers}
-
-    @classmethod
-    def restore_generator_state(cls, G, state) -> None:
-        G.set_active_enhancers(int(state.get("active_enhancers", G.active_enhancers)))
 
     def validation_translate(self, G, batch) -> torch.Tensor:
         G.set_active_enhancers(self.nets["G"].active_enhancers)

@@ -32,6 +32,7 @@ from .. import metrics
 from ..errors import ConfigError
 from ..losses import l1_loss, tv_loss
 from ..nets.inverse import build_encoder, encoder_geometry
+from ..nets.layers import Norm
 from ..nets.style_swap import style_swap, style_swap_fast
 from ..nets.vgg import LAYER_NAMES
 from . import register_task
@@ -53,7 +54,7 @@ class StyleSwapConfig:
     fast_swap: bool = False  # train on the approximate (coarse-to-fine) swap: much faster on the CPU
     depth: int = 9  # convolutions in the inverse net (the seed's nine)
     ngf: int = 64  # inverse net width at full resolution (x2 per level, as VGG)
-    norm: str = "none"  # inverse net normalisation: none | instance | batch
+    norm: Norm = "none"  # inverse net normalisation: none | instance | batch
     lambda_content: float = 1.0  # feature reconstruction of content features (relative squared error)
     lambda_style: float = 1.0  # feature reconstruction of style features
     lambda_swap: float = 1.0  # feature reconstruction of swapped features
@@ -76,8 +77,6 @@ class StyleSwapTask(Task):
         if m.patch < 1 or not 1 <= m.stride <= m.patch:
             raise ConfigError(f"model.patch must be >= 1 and 1 <= model.stride <= model.patch "
                               f"(got patch={m.patch}, stride={m.stride})")
-        if m.norm not in ("none", "instance", "batch"):
-            raise ConfigError(f"model.norm: {m.norm!r} is not none, instance or batch")
         _, n_pools = encoder_geometry(m.encoder_layer)
         if m.depth < n_pools + 1:
             raise ConfigError(f"model.depth={m.depth} is too small for {m.encoder_layer}: at least "

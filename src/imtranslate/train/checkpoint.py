@@ -1,34 +1,20 @@
-"""Checkpoints: one safetensors file per snapshot, written atomically, loaded without pickle.
+"""Training state in a checkpoint: everything a run needs to continue exactly where it stopped.
 
-Layout of the tensors in the file::
-
-    net/<key>/<param>        every net of the task (G, D, E, D0, ...)
-    ema/<key>/<param>        the EMA generator (what predictors use by default)
-    extra/<name>             task tensors a predictor needs (e.g. pix2pixHD cluster centres)
-    opt/<key>/<idx>/<name>   optimiser state tensors (Adam moments, step)
-    rng/torch, rng/cuda<N>, rng/numpy   random number generator states
-
-and the JSON header (``metadata["imtranslate"]``) holds the resolved config, each net's registry
-name and constructor kwargs, the step, optimiser hyper-parameters and other small state. With
-the config and the kwargs a predictor rebuilds the generator from the file alone.
+The file format (layout, atomic write, reading, rebuilding a generator) is
+:mod:`imtranslate.checkpoint_file`; this module fills it from a task and the loop's state
+(nets, EMA, optimisers, loss scaler, task state, RNG) and restores that state bit for bit.
 """
 from __future__ import annotations
 
-import json
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from ..checkpoint_file import FORMAT, atomic_save, load_tensors, read_meta  # noqa: F401 - FORMAT re-exported
 from ..config import to_dict
 from ..errors import CheckpointError
-
-FORMAT = "imtranslate-checkpoint/1"
 
 
 def _flat_state(prefix: str, sd: dict) -> dict[str, torch.Tensor]:
@@ -65,26 +51,6 @@ def _optimizer_from_flat(key: str, opt: torch.optim.Optimizer, tensors: dict, me
                 st[name] = torch.empty_like(p, dtype=v.dtype).copy_(v)
 
 
-def atomic_save(tensors: dict[str, torch.Tensor], metadata: dict, path: Path) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over ``path``.
-
-    A crash (or Ctrl-C) at any moment leaves either the old file or the new one, never half of one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"imtranslate": json.dumps(metadata)})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def save_checkpoint(path, task, step: int, ema=None, extra_meta: dict | None = None) -> Path:
     """Everything needed to rebuild the generator and to resume training exactly."""
     tensors: dict[str, torch.Tensor] = {}
@@ -93,6 +59,8 @@ def save_checkpoint(path, task, step: int, ema=None, extra_meta: dict | None = N
     if ema is not None:
         tensors.update(_flat_state(f"ema/{task.generator_key}", ema.module.state_dict()))
     tensors.update(_flat_state("extra", task.extra_tensors()))
+    task_state = task.state_dict()
+    tensors.update(_flat_state("state", {k: v for k, v in task_state.items() if torch.is_tensor(v)}))
     opt_meta = {}
     for key, opt in task.optimizers.items():
         t, meta = _optimizer_to_flat(key, opt)
@@ -114,7 +82,8 @@ def save_checkpoint(path, task, step: int, ema=None, extra_meta: dict | None = N
         "generator_state": task.generator_state(),
         "has_ema": ema is not None,
         "optimizers": opt_meta,
-        "scaler": task.scaler.state_dict() if task.scaler.is_enabled() else None,
+        "scaler": task.stepper.state_dict() if hasattr(task.stepper, "state_dict") else None,
+        "task_state": {k: v for k, v in task_state.items() if not torch.is_tensor(v)},
         "rng": {"python": _py_state_to_json(random.getstate()), "numpy_pos": int(np_state[2]),
                 "numpy_gauss": [int(np_state[3]), float(np_state[4])]},
     }
@@ -128,68 +97,44 @@ def _py_state_to_json(state):
     return [version, list(internal), gauss]
 
 
-def read_meta(path) -> dict:
-    """The JSON header of a checkpoint; clear errors for anything that is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get("imtranslate")
-    except Exception as e:  # safetensors raises its own error types for truncated/garbage files
-        raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
-    if not raw:
-        raise CheckpointError(f"{path}: a safetensors file, but not an imtranslate checkpoint (no metadata)")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: unsupported checkpoint format {meta.get('format')!r}")
-    return meta
+def _section(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_tensors(path, prefix: str = "", device="cpu") -> dict[str, torch.Tensor]:
-    """Tensors whose names start with ``prefix`` (prefix stripped)."""
-    out = {}
-    with safe_open(str(path), framework="pt", device=str(device)) as f:
-        for name in f.keys():
-            if name.startswith(prefix):
-                out[name[len(prefix):]] = f.get_tensor(name)
-    return out
+def _rebuild_changed_nets(meta: dict, task) -> None:
+    """Nets the run rebuilt with other widths (e.g. pruned between rounds) are rebuilt alike,
+    from the kwargs saved for them, before their weights are loaded."""
+    from ..nets import build_net
 
-
-def load_net_weights(path, net: torch.nn.Module, key: str, use_ema: bool = True) -> str:
-    """Load the EMA weights of ``key`` when present (and asked for), else the raw ones. Returns which."""
-    source = "ema" if use_ema else "net"
-    sd = load_tensors(path, f"{source}/{key}/")
-    if not sd:
-        source = "net"
-        sd = load_tensors(path, f"net/{key}/")
-    if not sd:
-        raise CheckpointError(f"{path}: holds no weights for net {key!r}")
-    missing, unexpected = net.load_state_dict(sd, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights of {key!r} do not fit the net rebuilt from its config "
-                              f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
-    return source
+    for key, spec in meta["nets"].items():
+        if key in task.nets and spec != task.net_specs[key]:
+            task.replace_net(key, build_net(spec["name"], **spec["kwargs"]), spec["name"])
 
 
 def restore_training_state(path, task, ema=None) -> int:
-    """Load nets, EMA, optimisers, scaler and RNG state into a freshly built task; returns the step."""
+    """Load nets, EMA, generator run-time state, optimisers, loss scaler, task state and RNG
+    state into a freshly built task; returns the step."""
     meta = read_meta(path)
     tensors = load_tensors(path)
+    _rebuild_changed_nets(meta, task)
     for key, net in task.nets.items():
-        sd = {k[len(f"net/{key}/"):]: v for k, v in tensors.items() if k.startswith(f"net/{key}/")}
-        net.load_state_dict(sd)
+        net.load_state_dict(_section(tensors, f"net/{key}/"))
+    gen_state = meta.get("generator_state") or {}
+    if hasattr(task.generator, "load_run_state"):
+        task.generator.load_run_state(gen_state)
     if ema is not None:
-        pre = f"ema/{task.generator_key}/"
-        sd = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
+        sd = _section(tensors, f"ema/{task.generator_key}/")
         if sd:
             ema.module.load_state_dict(sd)
-    task.load_extra_tensors({k[len("extra/"):]: v for k, v in tensors.items() if k.startswith("extra/")})
+        if hasattr(ema.module, "load_run_state"):
+            ema.module.load_run_state(gen_state)
+    task.load_extra_tensors(_section(tensors, "extra/"))
+    task.load_state_dict({**meta.get("task_state", {}), **_section(tensors, "state/")})
     for key, opt in task.optimizers.items():
         _optimizer_from_flat(key, opt, {k: v.to(task.device) for k, v in tensors.items()
                                         if k.startswith(f"opt/{key}/")}, meta["optimizers"][key])
-    if meta.get("scaler") and task.scaler.is_enabled():
-        task.scaler.load_state_dict(meta["scaler"])
+    if hasattr(task.stepper, "load_state_dict"):
+        task.stepper.load_state_dict(meta.get("scaler"))
     torch.set_rng_state(tensors["rng/torch"])
     if torch.cuda.is_available():
         states = [tensors[f"rng/cuda{i}"] for i in range(torch.cuda.device_count()) if f"rng/cuda{i}" in tensors]
@@ -201,3 +146,29 @@ def restore_training_state(path, task, ema=None) -> int:
     np.random.set_state(("MT19937", tensors["rng/numpy"].numpy().astype(np.uint32), r["numpy_pos"],
                          r["numpy_gauss"][0], r["numpy_gauss"][1]))
     return int(meta["step"])
+
+
+def init_from_checkpoint(path, task, ema=None) -> dict[str, str]:
+    """Start a new run from a checkpoint's weights: every net of ``task`` also in the file takes
+    the tensors whose names and shapes fit (the generator from its EMA weights when saved, so
+    a run starts from the weights predictors used); optimisers, step and RNG stay fresh.
+
+    Returns ``{net key: "loaded N of M tensors"}`` for the log. A generator that takes no tensor
+    at all is an error: the checkpoint is of another model.
+    """
+    meta = read_meta(path)
+    tensors = load_tensors(path)
+    report = {}
+    for key, net in task.nets.items():
+        sd = net.state_dict()
+        src = _section(tensors, f"ema/{key}/") or _section(tensors, f"net/{key}/")
+        fit = {k: v for k, v in src.items() if k in sd and torch.is_tensor(sd[k]) and v.shape == sd[k].shape}
+        if key == task.generator_key and not fit:
+            raise CheckpointError(f"{path}: none of its weights fit this run's generator {key!r} "
+                                  f"(a {meta.get('task')} checkpoint with nets {', '.join(meta['nets'])}); "
+                                  "give a checkpoint of the same model, or leave train.init_from empty")
+        net.load_state_dict(fit, strict=False)
+        report[key] = f"loaded {len(fit)} of {len(sd)} tensors"
+    if ema is not None:
+        ema.module.load_state_dict(task.generator.state_dict())
+    return report

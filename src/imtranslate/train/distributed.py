@@ -100,3 +100,12 @@ def average_scalars(values: dict[str, float], device) -> dict[str, float]:
 def cleanup() -> None:
     if is_initialized():
         dist.destroy_process_group()
+
+
+def any_flags(flags: list[bool], device) -> list[bool]:
+    """For each flag: is it set in any process? (One small all-reduce; a plain copy alone.)"""
+    if not is_initialized():
+        return [bool(f) for f in flags]
+    t = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]

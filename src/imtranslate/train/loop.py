@@ -7,12 +7,15 @@ and resumed gives, on the CPU, exactly the losses of an uninterrupted one.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
+import math
 import os
 import random
 import re
+import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,12 +25,17 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..config import Config, config_to_yaml
 from ..data import input_read_mode
-from ..errors import ConfigError, CheckpointError
-from ..tasks import get_task
+from ..errors import CheckpointError, ConfigError, ImtranslateError, TrainingDiverged, TrainingInterrupted
+from ..tasks import resolve_resume
 from .. import vis
 from . import distributed
-from .checkpoint import read_meta, restore_training_state, save_checkpoint
+from .checkpoint import init_from_checkpoint, read_meta, restore_training_state, save_checkpoint
 from .ema import EMA
+from .stepping import build_task
+
+#: fp16 training: this many steps in a row skipped by the loss scaler (inf/NaN gradients) is
+#: divergence; fewer is the scaler finding its scale, as it does early in every fp16 run
+MAX_SKIPPED_STEPS = 25
 
 
 # --------------------------------------------------------------------------------------------
@@ -113,6 +121,44 @@ class JsonlLog:
             f.write(json.dumps(record) + "\n")
 
 
+def non_finite_weights(modules: dict) -> list[str]:
+    """Names (``key.param``) of parameters and float buffers holding NaN or inf."""
+    bad = []
+    for key, m in modules.items():
+        for name, t in list(m.named_parameters()) + list(m.named_buffers()):
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad.append(f"{key}.{name}")
+    return bad
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (``kill``, ``docker stop``, Kubernetes, Slurm) ask the loop to
+    stop after the step in progress: a checkpoint is written and the resume command printed.
+    A second SIGINT interrupts at once. Only the main thread can take signals; elsewhere (a
+    notebook's worker thread) the default handlers stay.
+    """
+
+    def __init__(self):
+        self.signum = 0
+        self._old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        return False
+
+
 # --------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------
@@ -155,30 +201,40 @@ def sample_grid(task, G, batch: dict, cfg: Config, n: int = 4) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # The loop
 # --------------------------------------------------------------------------------------------
-def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run: bool = False, run_dir=None,
-          log=None) -> Path:
+def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None = None, dry_run: bool = False,
+          run_dir=None, log=None) -> Path:
     """Train ``cfg.task`` on ``cfg.data`` for ``cfg.train.steps`` steps; returns the run folder.
 
     Args:
-        cfg: the fully resolved configuration (see :func:`imtranslate.config.load_config`).
+        cfg: the fully resolved configuration (see :func:`imtranslate.tasks.load_config`).
         resume: a checkpoint file or run folder to continue from; the config saved in it is used
             (``cfg`` may be None).
-        steps: with ``resume``, a new total number of steps (to train longer than planned).
+        overrides: with ``resume``, ``["train.steps=8000", ...]`` (or a nested dict): options that
+            may change on resume (:data:`imtranslate.config.RESUMABLE`), typed-checked as on a new run.
+        steps: with ``resume``, a new total number of steps (the same as ``train.steps=N``).
         dry_run: resolve and print the config, create nothing, train nothing.
         run_dir: write into this folder instead of a new numbered one.
         log: function receiving one-line messages (default: print to stderr).
+
+    Raises:
+        TrainingDiverged: a loss or weight became NaN/inf; the last good checkpoint is kept.
+        TrainingInterrupted: SIGINT / SIGTERM; a checkpoint was written first.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     ckpt_path = None
     if resume is not None:
         ckpt_path = find_resume_checkpoint(resume)
         meta = read_meta(ckpt_path)
-        from ..config import resolve
-
-        cfg = resolve(meta["config"])
-        if steps:
-            cfg.train.steps = int(steps)
+        extra = list(overrides) if isinstance(overrides, (list, tuple)) else [] if overrides is None else overrides
+        if steps and isinstance(extra, list):
+            extra = extra + [f"train.steps={int(steps)}"]
+        cfg = resolve_resume(meta["config"], extra)
+        if cfg.train.steps <= int(meta["step"]) and not dry_run:
+            raise ConfigError(f"{ckpt_path} is at step {meta['step']} of train.steps={meta['config']['train']['steps']}; "
+                              f"to train on, give a larger total, e.g. train.steps={int(meta['step']) * 2}")
         run_dir = Path(run_dir) if run_dir else ckpt_path.parent.parent
+    elif overrides:
+        raise ConfigError("overrides= is for resume=; for a new run put them into the config (load_config)")
     if cfg is None:
         raise ConfigError("train() needs a config, or resume= a checkpoint")
     t = cfg.train
@@ -202,28 +258,34 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
 
     # nets (and pretrained weights such as VGG-19) first: a missing weight file fails here,
     # before any run folder or data is written
-    task_cls = get_task(cfg.task)
-    task = task_cls(cfg, device)
-    task.world = world
+    task = build_task(cfg, device, world)
+    task_cls = type(task)
     distributed.broadcast_parameters(task.nets.values())
 
-    if main_proc and run_dir is None:
+    created = main_proc and run_dir is None
+    if created:
         run_dir = new_run_dir(cfg)
     run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir is not None else None))
-    if cfg.data.dataset == "synthetic" and not cfg.data.synthetic.root:
-        cfg.data.synthetic.root = str(run_dir / "synthetic")
-    if main_proc:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
-        # ---- data: every check before the first step, so a bad file fails now, not in hour three
-        summary = task_cls.check_data(cfg)
-    distributed.barrier()  # rank 0 has written any generated data before the others read it
-    if not main_proc:
-        summary = {}
-    train_ds = task_cls.build_dataset(cfg, "train")
-    val_ds = task_cls.build_dataset(cfg, "val")
-    if len(train_ds) < t.batch_size:
-        raise ConfigError(f"the training set has {len(train_ds)} samples, fewer than train.batch_size={t.batch_size}")
+    try:
+        if cfg.data.dataset == "synthetic" and not cfg.data.synthetic.root:
+            cfg.data.synthetic.root = str(run_dir / "synthetic")
+        if main_proc:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+            # ---- data: every check before the first step, so a bad file fails now, not in hour three
+            summary = task_cls.check_data(cfg)
+        distributed.barrier()  # rank 0 has written any generated data before the others read it
+        if not main_proc:
+            summary = {}
+        train_ds = task_cls.build_dataset(cfg, "train")
+        val_ds = task_cls.build_dataset(cfg, "val")
+        if len(train_ds) < t.batch_size:
+            raise ConfigError(f"the training set has {len(train_ds)} samples, fewer than "
+                              f"train.batch_size={t.batch_size}")
+    except ImtranslateError:
+        if created:  # a run that never started leaves no numbered folder behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     sampler = EpochSampler(len(train_ds), t.seed, rank=rank, world=world)
     # the loader gets its own generator: by default it would draw worker seeds from the global
     # RNG at every epoch start, and a resumed run would then see a different random stream
@@ -235,10 +297,20 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
 
     # ---- EMA, state
     ema = EMA(task.generator, t.ema_decay, t.ema_start) if t.ema_decay > 0 else None
+
+    def follow_net(key, net) -> None:  # the task rebuilt a net (e.g. pruned): the EMA follows
+        nonlocal ema
+        if ema is not None and key == task.generator_key:
+            ema = EMA(net, t.ema_decay, t.ema_start)
+
+    task._net_listeners.append(follow_net)
     step = 0
     if ckpt_path is not None:
         step = restore_training_state(ckpt_path, task, ema)
         log(f"resumed from {ckpt_path} at step {step}")
+    elif t.init_from:
+        report = init_from_checkpoint(t.init_from, task, ema)
+        log(f"weights from {t.init_from}: " + "; ".join(f"{k} {v}" for k, v in report.items()))
     ckpt_dir = run_dir / "checkpoints"
     jlog = JsonlLog(run_dir / "metrics.jsonl", truncate_after=step if ckpt_path and main_proc else None)
     if main_proc and ckpt_path is None and jlog.path.exists():
@@ -255,9 +327,22 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     log(f"task {cfg.task} on {device}; data: {summary.get('train', len(train_ds))} training samples, "
         f"{len(val_ds)} held out; parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M" for k, v in n_params.items()))
 
+    def weights_to_check() -> dict:
+        return {**task.nets, **({"ema": ema.module} if ema is not None else {})}
+
+    def diverged(s: int, what: str) -> TrainingDiverged:
+        last = ckpt_dir / "last.safetensors"
+        kept = f"the last good checkpoint is kept: {last}" if last.exists() else "no checkpoint was written"
+        return TrainingDiverged(f"training diverged at step {s}: {what}. Nothing was saved from this step; "
+                                f"{kept}. Lower train.lr_g / train.lr_d (or loss weights) and start again, "
+                                f"or resume from that checkpoint with a smaller learning rate")
+
     def checkpoint(s: int) -> None:
         if not main_proc:
             return
+        bad = non_finite_weights(weights_to_check())
+        if bad:  # never overwrite a good checkpoint with a broken one
+            raise diverged(s, f"non-finite weights in {', '.join(bad[:3])}" + (" ..." if len(bad) > 3 else ""))
         p = save_checkpoint(ckpt_dir / f"step_{s:08d}.safetensors", task, s, ema)
         last = ckpt_dir / "last.safetensors"
         tmp = ckpt_dir / ".last.tmp"
@@ -291,56 +376,89 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     bar = tqdm(total=t.steps, initial=step, disable=not (t.progress and main_proc), dynamic_ncols=True, file=sys.stderr,
                desc=cfg.task)
     epoch, offset = divmod(step, per_epoch)
-    sampler.epoch, sampler.start = epoch, offset * t.batch_size
+    # each rank's sampler indexes its own share of the permutation, which advances by the local batch per step
+    sampler.epoch, sampler.start = epoch, offset * local_batch
     if hasattr(train_ds, "set_epoch"):
         train_ds.set_epoch(epoch)
     it = iter(loader)
-    t_last, n_last, last_batch = time.perf_counter(), step, None
-    try:
-        while step < t.steps:
-            try:
-                batch = next(it)
-            except StopIteration:
-                epoch += 1
-                sampler.epoch, sampler.start = epoch, 0
-                if hasattr(train_ds, "set_epoch"):
-                    train_ds.set_epoch(epoch)
-                it = iter(loader)
-                continue
-            msg = task.on_step_start(step)
-            if msg:
-                bar.write(f"step {step}: {msg}")
-            task.set_lr(step)
-            logs = task.train_step(task.to_device(batch), step)
-            if ema is not None:
-                ema.update(step)
-            step += 1
-            last_batch = batch
-            if step % t.log_every == 0 or step == t.steps:
-                logs = distributed.average_scalars(logs, device)  # every process takes part
-                now = time.perf_counter()
-                ips = (step - n_last) * t.batch_size / max(now - t_last, 1e-9)
-                t_last, n_last = now, step
-                jlog.write({"step": step, "kind": "train", "stage": task.stage_at(step - 1), "images_per_s": ips, **logs})
-                if writer:
-                    for k, v in logs.items():
-                        writer.add_scalar(f"train/{k}", v, step)
-                    writer.add_scalar("train/images_per_s", ips, step)
-                bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:4]} | {"img/s": f"{ips:.1f}"})
-            bar.update(1)
-            if writer and t.image_every and step % t.image_every == 0:  # writer: rank 0 only
-                writer.add_image("samples/input_output_target",
-                                 sample_grid(task, ema.module if ema else task.generator, batch, cfg), step,
-                                 dataformats="HWC")
-            if t.val_every and step % t.val_every == 0 and step != t.steps:
-                run_validation(step)
-            if step % t.ckpt_every == 0 and step != t.steps:
-                checkpoint(step)
-    except KeyboardInterrupt:
-        bar.close()
-        checkpoint(step)
-        log(f"interrupted at step {step}; checkpoint written. Continue with: imtranslate train --resume {run_dir}")
-        raise
+    t_last, n_last = time.perf_counter(), step
+    stepper = task.stepper
+    skipped_run = 0  # fp16: consecutive steps the loss scaler skipped
+    with StopSignals() as stop:
+        try:
+            while step < t.steps:
+                try:
+                    batch = next(it)
+                except StopIteration:
+                    epoch += 1
+                    sampler.epoch, sampler.start = epoch, 0
+                    if hasattr(train_ds, "set_epoch"):
+                        train_ds.set_epoch(epoch)
+                    it = iter(loader)
+                    continue
+                msg = task.on_step_start(step)
+                if msg:
+                    bar.write(f"step {step}: {msg}")
+                task.set_lr(step)
+                skipped_before = stepper.skipped_steps
+                logs = task.train_step(task.to_device(batch), step)
+                if ema is not None:
+                    ema.update(step)
+                step += 1
+                bad = [k for k, v in logs.items() if not math.isfinite(v)]
+                why = ""
+                if stepper.skipped_steps > skipped_before:  # fp16 overflow: the scaler skipped the step
+                    skipped_run += 1
+                    if skipped_run >= MAX_SKIPPED_STEPS:
+                        why = (f"{skipped_run} steps in a row with inf/NaN gradients under fp16 "
+                               f"({', '.join(f'{k}={logs[k]}' for k in bad) or 'finite losses'})")
+                elif bad:
+                    why = "non-finite loss " + ", ".join(f"{k}={logs[k]}" for k in bad)
+                else:
+                    skipped_run = 0
+                # every process stops at the same step when any of them diverged or was signalled
+                any_bad, any_stop = distributed.any_flags([bool(why), bool(stop.signum)], device)
+                if any_bad:
+                    raise diverged(step, why or "a non-finite loss in another process")
+                if step % t.log_every == 0 or step == t.steps:
+                    logs = distributed.average_scalars(logs, device)  # every process takes part
+                    now = time.perf_counter()
+                    ips = (step - n_last) * t.batch_size / max(now - t_last, 1e-9)
+                    t_last, n_last = now, step
+                    jlog.write({"step": step, "kind": "train", "stage": task.stage_at(step - 1), "images_per_s": ips,
+                                **logs})
+                    if writer:
+                        for k, v in logs.items():
+                            writer.add_scalar(f"train/{k}", v, step)
+                        writer.add_scalar("train/images_per_s", ips, step)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:4]} | {"img/s": f"{ips:.1f}"})
+                bar.update(1)
+                if writer and t.image_every and step % t.image_every == 0:  # writer: rank 0 only
+                    writer.add_image("samples/input_output_target",
+                                     sample_grid(task, ema.module if ema else task.generator, batch, cfg), step,
+                                     dataformats="HWC")
+                if t.val_every and step % t.val_every == 0 and step != t.steps:
+                    run_validation(step)
+                if any_stop and step != t.steps:
+                    signum = stop.signum or signal.SIGTERM
+                    raise TrainingInterrupted(signal.Signals(signum).name, signum)
+                if step % t.ckpt_every == 0 and step != t.steps:
+                    checkpoint(step)
+        except TrainingInterrupted as e:
+            bar.close()
+            checkpoint(step)
+            log(f"{e} at step {step}: checkpoint written. Continue with: imtranslate train --resume {run_dir}")
+            distributed.cleanup()
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, mid-step: the step in progress is lost
+            bar.close()
+            log(f"interrupted during step {step + 1}; the last checkpoint is {ckpt_dir / 'last.safetensors'}. "
+                f"Continue with: imtranslate train --resume {run_dir}")
+            raise
+        except TrainingDiverged:
+            bar.close()
+            distributed.cleanup()
+            raise
     bar.close()
     task.finish(loader)
     run_validation(step)
