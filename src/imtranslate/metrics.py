@@ -69,6 +69,8 @@ __all__ = [
     "frechet_distance",
     "fid_from_features",
     "fid",
+    "fid_metric",
+    "fid_value",
     "LPIPSNet",
     "lpips",
     "convert_lpips_weights",
@@ -401,7 +403,7 @@ class _Given(nn.Module):
         return x.double()
 
 
-def _fid_value(metric) -> float:
+def fid_value(metric) -> float:
     """The metric's distance, floored at 0: torchmetrics' eigenvalue route leaves round-off of
     about 1e-7 (20-d) to 1e-3 (2048-d, few images) below zero for identical sets (measured), and a
     squared distance is never negative."""
@@ -446,7 +448,16 @@ def fid_from_features(real_features, fake_features) -> float:
     metric = _fid_metric(_Given(f1.shape[1]))
     metric.update(f1, real=True)
     metric.update(f2, real=False)
-    return _fid_value(metric)
+    return fid_value(metric)
+
+
+def fid_metric(weights=None, device="cpu"):
+    """A streaming FID: torchmetrics' ``FrechetInceptionDistance`` on :class:`InceptionFeatures`.
+
+    ``m.update(images, real=True|False)`` with ``(N, C, H, W)`` tensors in [-1, 1] on ``device``;
+    :func:`fid_value` ``(m)`` gives the distance. Only the 2048-d sums are kept, never the images.
+    """
+    return _fid_metric(inception_network(weights, device)).to(device)
 
 
 @torch.no_grad()
@@ -470,13 +481,13 @@ def fid(real_images, fake_images, weights=None, *, batch_size: int = 32, device=
         for batch in _as_batches(images):
             if metric is None:  # everything runs where the first batch is (or on `device`)
                 dev = torch.device(device) if device is not None else batch.device
-                metric = _fid_metric(inception_network(path, dev)).to(dev)
+                metric = fid_metric(path, dev)
             for chunk in batch.split(batch_size):
                 metric.update(chunk.to(dev), real=real)
             n += batch.shape[0]
         if n < 2:
             raise ValueError(f"FID needs at least 2 {'real' if real else 'generated'} images, got {n}")
-    return _fid_value(metric)
+    return fid_value(metric)
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ __all__ = [
 
 WEIGHTS_ENV = "IMTRANSLATE_WEIGHTS"
 RANDOM = "random"
-CONVERT_HINT = "convert a .pth to .safetensors with `imtranslate weights convert IN.pth OUT.safetensors`"
+CONVERT_HINT = "Convert a .pth to .safetensors with `imtranslate weights convert IN.pth OUT.safetensors`"
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def missing_message(name: str, explicit=None) -> str:
     return (f"{net.title} weights not found, and imtranslate never downloads weights. Put {env / preferred} "
             f"({env_label}) or {hub / original} ({hub_label}, moved by $TORCH_HOME) on this machine "
             f"(any of {', '.join(net.files)} in either folder); the file is {net.source}. Or pass {net.option}"
-            f"{alt}. To {CONVERT_HINT}.{hint}")
+            f"{alt}. {CONVERT_HINT}.{hint}")
 
 
 def find(name: str, explicit=None) -> Path:
