@@ -389,3 +389,31 @@ def test_convert_lpips_weights(tmp_path):
     with pytest.raises(WeightsMissingError, match="lin1"):
         M.convert_lpips_weights(tmp_path / "alexnet-owt.pth", tmp_path / "vgg.pth",
                                 tmp_path / "bad.safetensors")
+
+
+def test_eval_finds_fid_and_lpips_weights_in_the_weights_folder(inception_file, tmp_path, monkeypatch):
+    """`imtranslate eval` streams FID and LPIPS when their files are in $IMTRANSLATE_WEIGHTS."""
+    import shutil
+
+    from conftest import tiny_overrides
+    from imtranslate.config import load_config
+    from imtranslate.evaluate import evaluate
+    from imtranslate.train.loop import train
+
+    run = train(load_config(None, tiny_overrides("pix2pix", tmp_path, steps=1)), log=lambda m: None)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(inception_file, folder / M.FID_WEIGHTS_NAME)
+    torch.manual_seed(0)
+    M.LPIPSNet("vgg").save(folder / M.LPIPS_WEIGHTS_NAME)
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(folder))
+    res = evaluate(run / "checkpoints" / "last.safetensors", tmp_path / "synthetic" / "val", device="cpu",
+                   progress=False, log=lambda m: None)
+    assert res["count"] == 4 and res["skipped"] == {}
+    assert math.isfinite(res["metrics"]["fid"]) and res["metrics"]["fid"] >= 0
+    assert math.isfinite(res["metrics"]["lpips"]) and res["metrics"]["lpips"] > 0
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(tmp_path / "empty"))
+    res = evaluate(run / "checkpoints" / "last.safetensors", tmp_path / "synthetic" / "val", device="cpu",
+                   progress=False, log=lambda m: None)
+    assert set(res["skipped"]) == {"fid", "lpips"} and "fid" not in res["metrics"]
+    assert str(tmp_path / "empty" / M.FID_WEIGHTS_NAME) in res["skipped"]["fid"]

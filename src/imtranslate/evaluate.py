@@ -1,8 +1,9 @@
 """``imtranslate eval``: a checkpoint's metrics on a folder of held-out pairs.
 
 L1 / PSNR / SSIM always; FID and LPIPS when their pretrained weights are on this machine, found
-by :mod:`imtranslate.weights` (otherwise the result says which file is missing and where to put it). Images are translated at their own size
-through the same predictor ``imtranslate translate`` uses.
+by :mod:`imtranslate.weights` (otherwise the result says which file is missing and where to put
+it). Images are translated at their own size through the same predictor ``imtranslate translate``
+uses.
 """
 from __future__ import annotations
 

@@ -249,9 +249,7 @@ class MetricAccumulator:
 _NETWORK = {"fid": "inception_fid", "lpips": "lpips"}
 
 
-def weights_dir() -> Path:
-    """``$IMTRANSLATE_WEIGHTS`` if set, else ``~/.cache/imtranslate/weights`` (read each call)."""
-    return _weights.weights_dir()
+weights_dir = _weights.weights_dir  # $IMTRANSLATE_WEIGHTS, else ~/.cache/imtranslate/weights
 
 
 def default_weights_path(metric: str) -> Path:
