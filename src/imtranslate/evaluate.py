@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from .data import build_dataset, check_dataset
