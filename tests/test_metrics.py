@@ -396,7 +396,7 @@ def test_eval_finds_fid_and_lpips_weights_in_the_weights_folder(inception_file, 
     import shutil
 
     from conftest import tiny_overrides
-    from imtranslate.config import load_config
+    from imtranslate.tasks import load_config
     from imtranslate.evaluate import evaluate
     from imtranslate.train.loop import train
 
