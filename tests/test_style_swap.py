@@ -10,9 +10,8 @@ from PIL import Image
 
 from imtranslate.cli import main
 from imtranslate.errors import ConfigError, DataError
-from imtranslate.infer.stylize import Stylizer, blend, preserve_colors
-from imtranslate.nets.inverse import (InverseNet, build_encoder, encode_tiled, encoder_geometry, invert_tiled,
-                                      level_plan)
+from imtranslate.infer.stylize import Stylizer, blend, encode_tiled, invert_tiled, preserve_colors
+from imtranslate.nets.inverse import InverseNet, build_encoder, encoder_geometry, level_plan
 from imtranslate.nets.style_swap import (extract_patches, grid_size, pad_for_patches, style_swap,
                                          style_swap_fast)
 
