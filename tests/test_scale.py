@@ -87,8 +87,10 @@ def test_ratio_and_crop_back_at_a_scale():
 
 
 def test_every_generator_declares_its_scale():
-    for name in ("unet", "resnet", "pix2pixhd", "multires"):
-        assert build_net(name).scale == 1, name
+    from test_nets import TINY
+
+    for name in ("unet", "resnet", "pix2pixhd", "pix2pixhd_encoder", "multires"):
+        assert build_net(name, **TINY[name]).scale == 1, name
     net = build_net("style_inverse", in_channels=8, n_up=2, ngf=4, depth=3)
     assert net.scale == 4 and net.multiple == 1
     assert net(torch.randn(1, 8, 5, 7)).shape[-2:] == (20, 28)
@@ -176,7 +178,7 @@ def test_onnx_export_of_a_x2_net_keeps_shape_and_parity(tmp_path):
         got = s.run(None, {"A": A.numpy()})[0]
         want = p.translate_tensor(A, tile=0).numpy()
         assert got.shape == want.shape == (2, 3, 2 * h, 2 * w)
-        assert np.abs(got - want).max() <= 2e-6
+        assert np.abs(got - want).max() <= 2e-6  # measured 6.9e-7
 
 
 # ---- video -----------------------------------------------------------------------------------------
