@@ -19,7 +19,7 @@ from imtranslate.nets import (
     downsample_avg,
     instance_mean_features,
 )
-from imtranslate.nets.layers import pad_to_size
+from imtranslate.ops import pad_to_size
 from imtranslate.nets.vgg import imagenet_weights_path
 
 B = 2
@@ -87,6 +87,7 @@ def expected_shapes(name: str, net, size) -> list[tuple] | None:
     h, w = size
     cfg = net.config
     if name in ("unet", "resnet"):
+        assert net.scale == 1
         return [(B, cfg["out_channels"], h, w)]
     if name == "pix2pixhd_encoder":
         return [(B, cfg["feat_channels"], h, w)]
@@ -98,6 +99,9 @@ def expected_shapes(name: str, net, size) -> list[tuple] | None:
         sizes = [tuple(p.shape[-2:]) for p in make_pyramid(torch.zeros(1, 1, h, w), net.n_levels)][:k]
         sizes = sizes if getattr(net, "_ra", None) else sizes[-1:]
         return [(B, cfg["out_channels"], *s) for s in sizes]
+    if name == "style_inverse":  # features -> pictures, the encoder's down factor larger
+        assert net.scale == 2 ** cfg["n_up"]
+        return [(B, cfg["out_channels"], h * net.scale, w * net.scale)]
     return None  # discriminators: checked by their own tests
 
 

@@ -10,9 +10,8 @@ from PIL import Image
 
 from imtranslate.cli import main
 from imtranslate.errors import ConfigError, DataError
-from imtranslate.infer.stylize import Stylizer, blend, preserve_colors
-from imtranslate.nets.inverse import (InverseNet, build_encoder, encode_tiled, encoder_geometry, invert_tiled,
-                                      level_plan)
+from imtranslate.infer.stylize import Stylizer, blend, encode_tiled, invert_tiled, preserve_colors
+from imtranslate.nets.inverse import InverseNet, build_encoder, encoder_geometry, level_plan
 from imtranslate.nets.style_swap import (extract_patches, grid_size, pad_for_patches, style_swap,
                                          style_swap_fast)
 
@@ -119,6 +118,17 @@ def test_fast_swap_agrees_where_it_should():
     assert (i_fast == i_exact).float().mean() > 0.9
     psnr = 10 * torch.log10(exact.max() ** 2 / (fast - exact).pow(2).mean().clamp_min(1e-12))
     assert psnr > 30
+    # at an odd offset the 2x2 pooling grid of the coarse level cuts the content's patches
+    # differently from the style's: the coarse match alone points next to the right patch, and only
+    # the full-resolution refinement (the radius around each candidate) finds it
+    odd = style[..., 5:29, 3:23]
+    exact, i_exact = style_swap(odd, style, return_index=True)
+    fast, i_fast = style_swap_fast(odd, style, return_index=True)
+    assert (i_fast == i_exact).float().mean() > 0.9
+    psnr = 10 * torch.log10(exact.max() ** 2 / (fast - exact).pow(2).mean().clamp_min(1e-12))
+    assert psnr > 30  # measured: all patches agree, 121 dB
+    _, i_coarse = style_swap_fast(odd, style, return_index=True, radius=0, candidates=1)
+    assert (i_coarse == i_exact).float().mean() < 0.5  # measured 0 %: this case needs the refinement
     # any geometry runs and keeps the shape; a style too small to coarsen falls back to the exact swap
     for patch, stride, ssize in ((3, 2, (17, 15)), (2, 1, (9, 30)), (3, 1, (4, 5))):
         out = style_swap_fast(content[:, :, :13, :11], _smooth(2, h=ssize[0], w=ssize[1]), patch, stride)

@@ -4,6 +4,11 @@ A translation pair is only useful if input and target stay pixel-aligned, so the
 parameters (crop position, flip) are drawn once per item and applied to the input, the target,
 the label map and the instance map alike. Label and instance maps are always resized with
 nearest-neighbour so they never acquire in-between class ids.
+
+For a generator whose output is ``scale`` times its input (a x4 super-resolver), the target
+``B`` is ``scale`` times the input's size: the parameters are drawn at the input's size and
+applied to ``B`` scaled (:meth:`TransformParams.scaled`), so ``B`` is cropped at ``scale``
+times the position and size of ``A``'s crop and covers the same part of the scene.
 """
 from __future__ import annotations
 
@@ -28,6 +33,13 @@ class TransformParams:
     left: int
     crop: tuple[int, int]  # (H, W) of the crop
     flip: bool
+
+    def scaled(self, s: int) -> "TransformParams":
+        """The same draw for an array ``s`` times larger: every size and position times ``s``."""
+        if s == 1:
+            return self
+        return TransformParams(size=(s * self.size[0], s * self.size[1]), top=s * self.top, left=s * self.left,
+                               crop=(s * self.crop[0], s * self.crop[1]), flip=self.flip)
 
 
 def resized_shape(h: int, w: int, load_size: int) -> tuple[int, int]:
@@ -73,13 +85,23 @@ class PairedTransform:
             (0 = keep the whole image).
         train: random crop and flip when True; centre crop and no flip when False.
         flip: allow random horizontal flips (training only).
+        scale: the arrays named in ``scaled_keys`` are this many times larger than the others
+            (a whole number >= 1; the generator's output size / input size). ``load_size`` and
+            ``crop_size`` are in the input's pixels; scaled arrays are resized and cropped at
+            ``scale`` times them, at the same place.
+        scaled_keys: the arrays at the output's resolution (the target ``B``).
     """
 
-    def __init__(self, load_size: int = 0, crop_size: int = 0, *, train: bool = True, flip: bool = True):
+    def __init__(self, load_size: int = 0, crop_size: int = 0, *, train: bool = True, flip: bool = True,
+                 scale: int = 1, scaled_keys: Iterable[str] = ("B",)):
         self.load_size = int(load_size)
         self.crop_size = int(crop_size)
         self.train = bool(train)
         self.flip = bool(flip)
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"PairedTransform: scale must be a whole number >= 1, got {scale!r}")
+        self.scale = int(scale)
+        self.scaled_keys = frozenset(scaled_keys)
 
     def params(self, h: int, w: int, rng: Optional[np.random.Generator], path="") -> TransformParams:
         """Draw the parameters for an item of size ``(h, w)``.
@@ -131,7 +153,8 @@ class PairedTransform:
         """Transform every array in ``arrays`` (None values pass through).
 
         Args:
-            arrays: name -> ``(H, W)`` or ``(H, W, C)`` array; all must share H and W.
+            arrays: name -> ``(H, W)`` or ``(H, W, C)`` array; all must share H and W, except
+                those in ``scaled_keys``, which must be ``scale`` times that.
             rng: numpy Generator the random parameters are drawn from (reproducibility).
             nearest: keys resized with nearest-neighbour (integer maps).
             path: file name used in error messages.
@@ -140,15 +163,26 @@ class PairedTransform:
         present = {k: v for k, v in arrays.items() if v is not None}
         if not present:
             return dict(arrays)
+        s = self.scale
         shapes = {k: v.shape[:2] for k, v in present.items()}
-        h, w = next(iter(shapes.values()))
-        if any(s != (h, w) for s in shapes.values()):
-            desc = ", ".join(f"{k} {s[1]}x{s[0]}" for k, s in shapes.items())
-            raise DataError(path or "<pair>", f"the images of a pair differ in size ({desc})",
-                            "input, target and label/instance maps must have the same width and height")
+        base = [k for k in shapes if k not in self.scaled_keys] or list(shapes)
+        h, w = shapes[base[0]]
+        if s > 1 and base[0] in self.scaled_keys:  # only scaled arrays: the input size they imply
+            h, w = h // s, w // s
+        want = {k: (s * h, s * w) if k in self.scaled_keys else (h, w) for k in shapes}
+        if any(shapes[k] != want[k] for k in shapes):
+            desc = ", ".join(f"{k} {v[1]}x{v[0]}" for k, v in shapes.items())
+            if s == 1:
+                raise DataError(path or "<pair>", f"the images of a pair differ in size ({desc})",
+                                "input, target and label/instance maps must have the same width and height")
+            raise DataError(path or "<pair>", f"the images of a pair do not fit a x{s} model ({desc})",
+                            f"{', '.join(sorted(self.scaled_keys))} must be {s} times the input's width and height")
         p = self.params(h, w, rng, path)
-        return {k: (None if v is None else self.apply(v, p, k in nearest)) for k, v in arrays.items()}
+        ps = p.scaled(s)
+        return {k: (None if v is None else self.apply(v, ps if k in self.scaled_keys else p, k in nearest))
+                for k, v in arrays.items()}
 
     def __repr__(self) -> str:
+        extra = f", scale={self.scale}" if self.scale != 1 else ""
         return (f"PairedTransform(load_size={self.load_size}, crop_size={self.crop_size}, "
-                f"train={self.train}, flip={self.flip})")
+                f"train={self.train}, flip={self.flip}{extra})")

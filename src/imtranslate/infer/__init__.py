@@ -1,1 +1,1 @@
-from .predictor import Predictor, expand_inputs, pad_to_multiple  # noqa: F401
+from .predictor import Predictor, expand_inputs  # noqa: F401

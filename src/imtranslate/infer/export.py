@@ -4,10 +4,12 @@
 
 The graph takes the *encoded* input ``A`` (B, C_in, H, W) exactly as
 :meth:`Predictor.encode <imtranslate.infer.Predictor.encode>` makes it (pictures in [-1, 1],
-label maps one-hot) and returns the output (B, C_out, H, W) in [-1, 1]. Batch, height and width
-are dynamic: inside the graph the input is reflect-padded at the bottom/right to the model's
-size multiple and the output cropped back, as the predictor does, so any H, W >= the multiple
-works (reflection needs the pad to be smaller than the side).
+label maps one-hot) and returns the output (B, C_out, scale H, scale W) in [-1, 1] (``scale``:
+the generator's output size / input size, 1 for same-size translators). Batch, height and
+width are dynamic: inside the graph the input is reflect-padded at the bottom/right to the
+model's size multiple and the output cropped back to ``scale`` times the input, with the
+predictor's own helpers (``imtranslate.ops.pad_to_multiple`` / ``crop_to``), so any H, W >= the
+multiple works (reflection needs the pad to be smaller than the side).
 
 * Multi-resolution models get their input pyramid built *inside* the graph, so the ONNX model
   takes one image. Torch's antialiased resize (``F.interpolate(..., antialias=True)``) has no
@@ -20,14 +22,15 @@ works (reflection needs the pad to be smaller than the side).
   cluster ``cluster`` (fixed at export), looked up from the argmax of the one-hot input.
 
 Exporter: the TorchScript-based ``torch.onnx.export(..., dynamo=False)``. It traces dynamic
-sizes through the pad and crop arithmetic; the torch.export-based exporter needs the extra
-``onnxscript`` package and is only tried when the TorchScript one fails.
+sizes through the pad and crop arithmetic (generators' own crops compute their sizes in Python,
+which a trace would freeze; ``crop_to`` records nothing for a crop that cuts nothing, which is
+what every generator-internal crop is on an input already padded to the multiple); the
+torch.export-based exporter needs the extra ``onnxscript`` package and is only tried when the
+TorchScript one fails.
 """
 from __future__ import annotations
 
-import contextlib
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -37,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ImtranslateError
+from ..ops import crop_to, pad_to_multiple, scale_size
 from .tiling import probe_input
 
 #: largest accepted |onnxruntime - torch| on the check inputs
@@ -110,7 +114,7 @@ def conv_downscale(x: torch.Tensor, factor: int, method: str) -> torch.Tensor:
 # The exported module
 # --------------------------------------------------------------------------------------------
 class ExportModule(nn.Module):
-    """Encoded input (B, C_in, H, W) -> output (B, C_out, H, W): pad, (pyramid,) generator, crop."""
+    """Encoded input (B, C_in, H, W) -> output (B, C_out, scale H, scale W): pad, (pyramid,) generator, crop."""
 
     def __init__(self, predictor, cluster: int = 0):
         super().__init__()
@@ -119,6 +123,7 @@ class ExportModule(nn.Module):
         self.task_cls = predictor.task_cls
         self.extras = predictor.extras
         self.multiple = int(predictor.multiple)
+        self.scale = predictor.scale
         self.cluster = cluster
         self.is_label = predictor.read_mode == "label"
         self.multires = self.cfg.task == "multires"
@@ -130,16 +135,15 @@ class ExportModule(nn.Module):
         return [conv_downscale(x, 2**k, method) for k in range(m.n_levels - 1, -1, -1)]
 
     def forward(self, A: torch.Tensor) -> torch.Tensor:
-        h, w = A.shape[-2], A.shape[-1]
-        # pad amounts from the traced sizes, so they follow the input's size in the graph
-        x = F.pad(A, (0, (-w) % self.multiple, 0, (-h) % self.multiple), mode="reflect")
+        # pad amounts and crop sizes from the traced sizes, so they follow the input's size in the graph
+        x = pad_to_multiple(A, self.multiple)
         if self.multires:
             out = self.G(self.pyramid(x), return_all=True)[-1]
             if out.shape[-2:] != x.shape[-2:]:  # saved mid-schedule: as MultiResTask.translate
                 out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
         else:
             out = self.task_cls.translate(self.G, x, self.cfg, self.extras, cluster=self.cluster)
-        return out[..., :h, :w]
+        return crop_to(out, A.shape[-2:], self.scale)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,41 +164,10 @@ def check_sizes(multiple: int) -> list[tuple[int, int, int]]:
     return [(1, base + 3, base + multiple // 2 + 21), (2, 2 * base - 5, base + 1)]
 
 
-@contextlib.contextmanager
-def _no_op_crops_untraced():
-    """Skip generator-internal crops that cut nothing while tracing.
-
-    Generators crop their output back to their input's size with sizes computed in Python
-    (``math.ceil``), which the tracer records as constants: the graph would then crop every
-    input to the traced size. :class:`ExportModule` pads every input to the size multiple before
-    the generator, so those crops never cut anything; while exporting, a crop to the tensor's own
-    size returns it unchanged and no slice enters the graph. (The nets are not edited: their
-    module-level ``crop_to`` is swapped for the duration.)
-    """
-    from ..nets import layers
-
-    original = layers.crop_to
-
-    def crop_to(x, size):
-        if tuple(int(s) for s in x.shape[-2:]) == tuple(int(s) for s in size):
-            return x
-        return original(x, size)
-
-    modules = [m for name, m in list(sys.modules.items())
-               if name.startswith("imtranslate.nets") and getattr(m, "crop_to", None) is original]
-    for m in modules:
-        m.crop_to = crop_to
-    try:
-        yield
-    finally:
-        for m in modules:
-            m.crop_to = original
-
-
 def _export(module: nn.Module, example: torch.Tensor, path: Path, opset: int) -> str:
     names = dict(input_names=["A"], output_names=["out"])
     axes = {"A": {0: "batch", 2: "height", 3: "width"}, "out": {0: "batch", 2: "height", 3: "width"}}
-    with warnings.catch_warnings(), _no_op_crops_untraced():
+    with warnings.catch_warnings():
         # the TorchScript exporter's deprecation notice and tracer notes about shape arithmetic;
         # whether the graph really follows the input size is checked at two sizes below
         warnings.simplefilter("ignore")
@@ -217,22 +190,31 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, opset: int) ->
                 raise ExportError(f"{path}: ONNX export failed with both exporters: {first}; {second}") from None
 
 
-@torch.inference_mode(False)
-@torch.no_grad()
 def export_onnx(checkpoint, out_path, *, opset: int = 17, cluster: int = 0, use_ema: bool = True,
                 tolerance: float = TOLERANCE, log=print) -> dict:
-    """Export the generator of ``checkpoint`` to ``out_path`` (.onnx) and check it.
-
-    The check runs onnxruntime (CPU) and the predictor (``translate_tensor``, untiled) on
-    synthetic inputs of two shapes (:func:`check_sizes`) and raises :class:`ExportError` when
-    they differ by more than ``tolerance`` anywhere. Returns ``{"exporter", "checks": [(shape,
-    max_abs_diff), ...]}``.
-    """
+    """Export the generator of ``checkpoint`` to ``out_path`` (.onnx) and check it
+    (:func:`export_predictor` on the checkpoint's CPU predictor)."""
     _need_onnx()
     from .predictor import Predictor
-    from ..data import input_channels
 
     pred = Predictor.from_checkpoint(checkpoint, device="cpu", use_ema=use_ema, batch_size=1)
+    return export_predictor(pred, out_path, opset=opset, cluster=cluster, tolerance=tolerance, log=log)
+
+
+@torch.inference_mode(False)
+@torch.no_grad()
+def export_predictor(pred, out_path, *, opset: int = 17, cluster: int = 0, tolerance: float = TOLERANCE,
+                     log=print) -> dict:
+    """Export a (CPU) predictor's generator to ``out_path`` (.onnx) and check it.
+
+    The check runs onnxruntime (CPU) and the predictor (``translate_tensor``, untiled) on
+    synthetic inputs of two shapes (:func:`check_sizes`), and raises :class:`ExportError` when an
+    output is not ``scale`` times its input's size or the two differ by more than ``tolerance``
+    anywhere. Returns ``{"exporter", "checks": [(shape, max_abs_diff), ...], "path"}``.
+    """
+    _need_onnx()
+    from ..data import input_channels
+
     module = ExportModule(pred, cluster=cluster).eval()
     out_path = Path(out_path)
     if out_path.parent and not out_path.parent.exists():
@@ -267,9 +249,10 @@ def _check(tmp: Path, out_path: Path, pred, sizes, c_in: int, label: bool, clust
         A = torch.cat([probe_input(c_in, h, w, label, seed=10 * i + k) for k in range(b)])
         want = pred.translate_tensor(A, tile=0, cluster=cluster).numpy()
         got = session.run(None, {"A": A.numpy()})[0]
-        if got.shape != want.shape:
+        size = (scale_size(h, pred.scale), scale_size(w, pred.scale))
+        if got.shape != want.shape or want.shape[-2:] != size:
             raise ExportError(f"{out_path}: onnxruntime returned shape {got.shape} for input {tuple(A.shape)}, "
-                              f"torch {want.shape}")
+                              f"torch {want.shape}; expected {size[0]}x{size[1]} (scale {pred.scale})")
         diff = float(np.abs(got - want).max())
         checks.append(((b, c_in, h, w), diff))
         log(f"onnxruntime vs torch on a {b}x{c_in}x{h}x{w} input: max abs difference {diff:.2e}")

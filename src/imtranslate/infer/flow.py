@@ -143,7 +143,8 @@ class RAFTFlow(FlowEstimator):
 
     def _run(self, a_list, b_list) -> list[np.ndarray]:
         import torch
-        import torch.nn.functional as F
+
+        from ..ops import crop_to, pad_to_size
 
         def prep(frames):
             t = torch.from_numpy(np.stack([f if f.ndim == 3 else np.repeat(f[:, :, None], 3, 2) for f in frames]))
@@ -153,12 +154,10 @@ class RAFTFlow(FlowEstimator):
         h, w = a.shape[-2:]
         # RAFT works on 1/8 resolution with a 4-level correlation pyramid: pad (replicate) to a
         # multiple of 8 and at least 128 px, and crop the flow back
-        ph, pw = max(128, h + (-h) % 8) - h, max(128, w + (-w) % 8) - w
-        if ph or pw:
-            a = F.pad(a, (0, pw, 0, ph), mode="replicate")
-            b = F.pad(b, (0, pw, 0, ph), mode="replicate")
+        size = (max(128, h + (-h) % 8), max(128, w + (-w) % 8))
+        a, b = pad_to_size(a, size, mode="replicate"), pad_to_size(b, size, mode="replicate")
         with torch.inference_mode():
-            flow = self.model(a, b, num_flow_updates=self.iterations)[-1][..., :h, :w]  # (B, 2, H, W)
+            flow = crop_to(self.model(a, b, num_flow_updates=self.iterations)[-1], (h, w))  # (B, 2, H, W)
         return [f.permute(1, 2, 0).float().cpu().numpy() for f in flow]
 
     def estimate(self, a, b):

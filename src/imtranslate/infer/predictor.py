@@ -2,11 +2,12 @@
 
     >>> import imtranslate
     >>> p = imtranslate.load("runs/0001-multires/checkpoints/last.safetensors")
-    >>> out = p(Image.open("scene.png"))            # PIL in -> PIL out, same size
+    >>> out = p(Image.open("scene.png"))            # PIL in -> PIL out, scale x the size
     >>> p.translate_files(["a.png", "dir/"], "out/") # files, folders and globs
 
 Every input is translated at its own size: it is padded (reflect) up to the model's size
-multiple and the output is cropped back — never silently resized. An image whose translation
+multiple and the output is cropped back to ``scale`` times the input's size (``scale`` = output
+size / input size, 1 for same-size translators; ``Task.size_scale``) — never silently resized. An image whose translation
 would not fit the memory budget is translated in overlapping tiles (``infer/tiling.py``).
 """
 from __future__ import annotations
@@ -16,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..config import Config, use_channels_last
 from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
+from ..ops import crop_to, pad_to_multiple
 from ..tasks import get_task, resolve
 from .optimize import inference_channels_last
 from ..checkpoint_file import load_generator, load_tensors
@@ -51,17 +52,6 @@ def expand_inputs(inputs) -> list[Path]:
     return files
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad (B, C, H, W) on the bottom/right so H and W are multiples; returns the original size."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        # reflect needs the pad to be smaller than the side; replicate covers tiny images
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
-    return x, (h, w)
-
-
 class Predictor:
     """A generator and the recipe (config, task) that turns raw images into its inputs."""
 
@@ -85,6 +75,7 @@ class Predictor:
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
+        self.scale = self.task_cls.size_scale(self.G, cfg)  # output size / input size
         self._memory = None  # tiling.MemoryModel, measured on first need
         self._overlap = None  # (overlap, note), measured on first need
         self.last_tiling: TilingChoice | None = None  # how the last translate_tensor ran
@@ -124,7 +115,7 @@ class Predictor:
     @torch.inference_mode()
     def translate_tensor(self, A: torch.Tensor, tile: int | None = None, overlap: int | None = None,
                          max_memory: float | None = None, norm_stats: str = "exact", **options) -> torch.Tensor:
-        """Encoded inputs (B, C, H, W) -> outputs (B, C_out, H, W) in [-1, 1], any H and W.
+        """Encoded inputs (B, C, H, W) -> outputs (B, C_out, scale H, scale W) in [-1, 1], any H and W.
 
         Tiling (see :meth:`plan_tiling`): ``tile`` None = automatic (tiles only when the whole
         image would not fit ``max_memory`` GB), 0 = never, N = N-pixel tiles; ``overlap`` in
@@ -137,18 +128,18 @@ class Predictor:
         self.last_tiling = choice
         if choice.tile:
             return tile_translate(self._tile_fn(options), A.float(), choice.tile, choice.overlap, self.multiple,
-                                  model=self.G, stats=choice.stats, stats_scale=choice.stats_scale,
+                                  scale=self.scale, model=self.G, stats=choice.stats, stats_scale=choice.stats_scale,
                                   is_label=self.read_mode == "label", device=self.device)
         A = A.to(self.device, torch.float32)
-        A_pad, (h, w) = pad_to_multiple(A, self.multiple)
+        A_pad = pad_to_multiple(A, self.multiple)
         if self.channels_last:
             A_pad = A_pad.contiguous(memory_format=torch.channels_last)
         out = self.task_cls.translate(self.G, A_pad, self.cfg, self.extras, **options)
-        return out[..., :h, :w].float()
+        return crop_to(out, A.shape[-2:], self.scale).float()
 
     # ---- tiling --------------------------------------------------------------------------------
     def _tile_fn(self, options: dict):
-        """The model on one padded tile (B, C, h, w) -> (B, C_out, h, w)."""
+        """The model on one padded tile (B, C, h, w) -> (B, C_out, scale h, scale w)."""
 
         def fn(x: torch.Tensor) -> torch.Tensor:
             if self.channels_last:
@@ -161,7 +152,7 @@ class Predictor:
         """Peak memory of one forward as ``fixed + per_pixel * pixels`` (measured once, cached)."""
         if self._memory is None:
             self._memory = measure_memory(self._tile_fn(options), input_channels(self.cfg.data), self.multiple,
-                                          self.device, model=self.G)
+                                          self.device, model=self.G, scale=self.scale)
         return self._memory
 
     def tile_overlap(self, **options) -> tuple[int, str]:
@@ -177,7 +168,7 @@ class Predictor:
             note = ""
             while True:
                 probe = probe_input(input_channels(self.cfg.data), size, size, self.read_mode == "label").to(self.device)
-                dist, saturated = measure_edge_effect(fn, probe, self.multiple, model=self.G)
+                dist, saturated = measure_edge_effect(fn, probe, self.multiple, model=self.G, scale=self.scale)
                 if not saturated:
                     break
                 if size * 2 > 1024:

@@ -14,13 +14,16 @@ content picture channel by channel, ``R3 = a R1 + (1 - a) R2`` (1 = content, 2 =
 likewise with ``b`` for G and ``c`` for B — a cheap numpy operation, so weights can change
 without running any network (the web page does the same in the browser).
 
-Pictures of any size: the encoder and the inverse net run over tiles with margins wider than
-their receptive fields (the same result as one pass, bounded memory), and the swap itself works
-in bounded chunks.
+Pictures of any size: the encoder (scale 1/4 for relu3_1), the inverse net (scale 4) and the
+optimisation-based inversion run through the one tiling engine (``infer/tiling.py``) with
+overlaps wider than their receptive fields (the same result as one pass, bounded memory), and
+the swap itself works in bounded chunks.
 """
 from __future__ import annotations
 
 import hashlib
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +34,12 @@ from ..tasks import resolve
 from ..data import read_image, write_image
 from ..errors import CheckpointError, ConfigError, DataError, ImtranslateError
 from ..losses import tv_loss
-from ..nets.inverse import InverseNet, build_encoder, encode_tiled, encoder_geometry, encoder_receptive_field, \
-    invert_tiled
-from ..nets.style_swap import DEFAULT_CHUNK, style_swap, style_swap_fast
 from ..checkpoint_file import load_generator, read_meta
+from ..nets.inverse import InverseNet, build_encoder, encoder_geometry, encoder_receptive_field
+from ..nets.style_swap import DEFAULT_CHUNK, style_swap, style_swap_fast
+from ..nets.vgg import VGG19Features
+from ..ops import crop_to, pad_to_multiple
+from .tiling import tile_translate
 
 #: pictures larger than this many pixels a side are encoded / decoded tile by tile
 DEFAULT_TILE = 1024
@@ -133,14 +138,46 @@ def _to_uint8(t: torch.Tensor) -> np.ndarray:
     return ((t[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def _pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad (B, C, H, W) at the bottom/right to a multiple (reflection; replication for tiny pictures)."""
+def context_overlap(margin: int, step: int = 1) -> int:
+    """The tile overlap (a multiple of ``step``) that keeps every pixel a tile contributes at
+    least ``margin`` from that tile's border: the engine cross-fades the middle quarter of an
+    overlap and drops the outer three eighths on each side, so 3 x the margin leaves 9/8 of it."""
+    return step * math.ceil(3 * margin / step)
+
+
+def encode_tiled(encoder: VGG19Features, layer: str, x: torch.Tensor, tile: int) -> torch.Tensor:
+    """Features of ``layer`` for pictures ``x`` (B, 3, H, W), over tiles ``tile`` pixels apart.
+
+    ``H`` and ``W`` must be multiples of ``2**n_pools``. Tiles start on that multiple (so the
+    max-pools see the same grid) and carry context wider than the receptive field beyond their
+    own part, so the result equals the untiled features (the encoder is a net of scale
+    ``1 / 2**n_pools`` to the tiling engine).
+    """
+    _, n_pools = encoder_geometry(layer)
+    f = 2**n_pools
     h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not (ph or pw):
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
+    if h % f or w % f:
+        raise ValueError(f"encode_tiled needs sizes that are multiples of {f}, got {h}x{w}")
+    if tile <= 0 or (h <= tile and w <= tile):
+        return encoder(x)[layer]
+    tile = max(f, tile // f * f)
+    overlap = context_overlap(encoder_receptive_field(layer) // 2 + 1, f)
+    return tile_translate(lambda part: encoder(part)[layer], x, tile + overlap, overlap, f, scale=Fraction(1, f),
+                          out_device=x.device)
+
+
+def invert_tiled(net: InverseNet, feat: torch.Tensor, tile: int, margin: int | None = None) -> torch.Tensor:
+    """``net(feat)`` computed over tiles ``tile`` feature pixels apart; the same result, bounded memory.
+
+    Each tile is decoded with ``margin`` feature pixels of context beyond its own part (default:
+    the net's receptive radius), which the cross-fade never reaches, so the seams are invisible.
+    """
+    h, w = feat.shape[-2:]
+    if tile <= 0 or (h <= tile and w <= tile):
+        return net(feat)
+    overlap = context_overlap(net.receptive_radius() if margin is None else margin)
+    return tile_translate(net, feat, tile + overlap, overlap, net.multiple, scale=net.scale, model=net,
+                          stats="stream", out_device=feat.device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,7 +239,7 @@ class Stylizer:
     @torch.inference_mode()
     def encode(self, picture: np.ndarray) -> torch.Tensor:
         """uint8 (H, W, 3) -> features (1, C, ceil(H / m), ceil(W / m)) of the padded picture."""
-        x = _pad(_to_tensor(picture, self.device), self.multiple)
+        x = pad_to_multiple(_to_tensor(picture, self.device), self.multiple)
         return encode_tiled(self.encoder, self.layer, x, self.tile).float()
 
     def style_features(self, style, name: str = "style") -> torch.Tensor:
@@ -251,32 +288,33 @@ class Stylizer:
         else:
             with torch.inference_mode():
                 out = invert_tiled(self.inverse, h_x, max(1, self.tile // self.multiple))
-        return _to_uint8(out[..., :h, :w])
+        return _to_uint8(crop_to(out, (h, w)))
 
     def invert_by_optimization(self, target: torch.Tensor, init: np.ndarray, steps: int = DEFAULT_STEPS,
                                lr: float = 0.05, tv_weight: float = 1e-3) -> torch.Tensor:
         """A picture whose features match ``target`` (1, C, h, w): Adam on the pixels from ``init``.
 
         Minimises ``mean |phi(x) - target|^2 + tv_weight * TV(x)``; large pictures are optimised
-        tile by tile (each tile with a margin of context, which is then dropped). Returns
+        tile by tile by the tiling engine (overlapping tiles with context beyond the receptive
+        field, cross-faded). Returns
         (1, 3, h * m, w * m) in [-1, 1].
         """
         if steps < 1:
             raise ConfigError(f"optimisation steps must be >= 1, got {steps}")
-        x0 = _pad(_to_tensor(init, self.device), self.multiple)
         f = self.multiple
+        x0 = pad_to_multiple(_to_tensor(init, self.device), f)
         H, W = x0.shape[-2:]
         tile = max(f, self.tile // f * f)
-        margin = ((encoder_receptive_field(self.layer) // 2) // f + 1) * f
-        out = torch.empty_like(x0)
-        for y0 in range(0, H, tile):
-            for x0_ in range(0, W, tile):
-                y1, x1 = min(H, y0 + tile), min(W, x0_ + tile)
-                ey0, ex0, ey1, ex1 = max(0, y0 - margin), max(0, x0_ - margin), min(H, y1 + margin), min(W, x1 + margin)
-                part = self._optimize(target[..., ey0 // f:ey1 // f, ex0 // f:ex1 // f], x0[..., ey0:ey1, ex0:ex1],
-                                      steps, lr, tv_weight)
-                out[..., y0:y1, x0_:x1] = part[..., y0 - ey0:y1 - ey0, x0_ - ex0:x1 - ex0]
-        return out
+        if H <= tile and W <= tile:
+            return self._optimize(target, x0, steps, lr, tv_weight)
+        overlap = context_overlap(encoder_receptive_field(self.layer) // 2 + 1, f)
+
+        def fn(part: torch.Tensor, box) -> torch.Tensor:
+            y0, y1, x0_, x1 = box  # the tile's picture pixels; its features are f times smaller
+            return self._optimize(target[..., y0 // f:y1 // f, x0_ // f:x1 // f], part.clone(), steps, lr, tv_weight)
+
+        return tile_translate(fn, x0, tile + overlap, overlap, f, align=f, with_box=True, inference=False,
+                              out_device=x0.device)
 
     def _optimize(self, target, init, steps, lr, tv_weight) -> torch.Tensor:
         x = init.clone().requires_grad_(True)

@@ -4,6 +4,14 @@ The image is cut into overlapping tiles; each tile is padded to the model's size
 translated, and blended into a float32 output accumulated tile by tile, so the peak memory is
 that of one tile plus the output image, never the activations of the whole image.
 
+:func:`tile_translate` is the one tiling engine of the package: the predictor's translators,
+and the style-swap encoder, inverse net and optimisation-based inversion (``infer/stylize.py``)
+all run through it. A model of output ``scale`` (output size / input size: 4 for a x4 net,
+1/4 for an encoder that shrinks 4x) gets an output buffer ``scale`` times the input; tiles are
+planned in input pixels (``tile`` and ``overlap`` are what a user asks for) and the cross-fade
+weights laid out in output pixels (:meth:`TilePlan.scaled`), so the ramp is as smooth as the
+output's resolution allows.
+
 What keeps tiled outputs equal to untiled ones (``benchmarks/tiling.py`` measures it):
 
 * **Feathered blending.** Neighbouring tiles share at least ``overlap`` pixels. In that band
@@ -45,6 +53,7 @@ import ctypes
 import math
 import os
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable
 
 import torch
@@ -52,6 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import ImtranslateError
+from ..ops import as_ratio, crop_to, pad_to_multiple, scale_size
 
 #: smallest default CPU budget (GB) for one translation, the whole process included
 DEFAULT_CPU_BUDGET_GB = 2.0
@@ -105,6 +115,8 @@ def _rise(n: int) -> torch.Tensor:
 def _blend_band(overlap_start: int, overlap_end: int) -> tuple[int, int]:
     """Global ``(start, width)`` of the cross-fade inside an overlap band: its middle quarter."""
     ov = overlap_end - overlap_start
+    if ov <= 0:  # tiles that only touch (overlap 0): a plain cut, no ramp
+        return overlap_start, 0
     width = max(1, ov // 4)
     return overlap_start + (ov - width) // 2, width
 
@@ -149,6 +161,14 @@ def _band_pixels(spans) -> list[int]:
     return out
 
 
+def _scaled(n: int, up: int, down: int) -> int:
+    """``n`` input pixels in output pixels; a tile edge must land on a whole output pixel."""
+    if (n * up) % down:
+        raise TilingError(f"a tile edge at {n} px does not fall on an output pixel of a net that shrinks "
+                          f"{down // math.gcd(up, down)}x; use tiles and images that are multiples of {down}")
+    return n * up // down
+
+
 @dataclass
 class TilePlan:
     """Where the tiles of one image go: ``ys`` / ``xs`` are the spans along each axis and the
@@ -165,6 +185,20 @@ class TilePlan:
     def make(cls, height: int, width: int, tile: int, overlap: int, align: int = 1) -> "TilePlan":
         return cls(height, width, tile, overlap, plan_axis(height, tile, overlap, align),
                    plan_axis(width, tile, overlap, align))
+
+    def scaled(self, scale) -> "TilePlan":
+        """The same tiles in the output pixels of a net of output ``scale`` (the layout the
+        cross-fade weights and :func:`compare_outputs` use); every edge must land on a whole
+        output pixel."""
+        up, down = as_ratio(scale)
+        if (up, down) == (1, 1):
+            return self
+
+        def sc(spans):
+            return [(_scaled(a, up, down), _scaled(b, up, down)) for a, b in spans]
+
+        return TilePlan(_scaled(self.height, up, down), _scaled(self.width, up, down), scale_size(self.tile, scale),
+                        scale_size(self.overlap, scale), sc(self.ys), sc(self.xs))
 
     @property
     def n_tiles(self) -> int:
@@ -298,16 +332,6 @@ def whole_image_norm(model: nn.Module | None):
 # --------------------------------------------------------------------------------------------
 # The tiled run
 # --------------------------------------------------------------------------------------------
-def pad_tile(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Reflect-pad (B, C, h, w) at the bottom/right to multiples of ``multiple``, as the
-    untiled path pads the whole image (replicate where the tile is too thin to reflect)."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if ph < h and pw < w else "replicate")
-    return x
-
-
 def shrink(A: torch.Tensor, factor: int, is_label: bool) -> torch.Tensor:
     """``A`` shrunk ``factor`` times: label one-hots by sampling, pictures by box averaging."""
     if factor == 1:
@@ -318,20 +342,28 @@ def shrink(A: torch.Tensor, factor: int, is_label: bool) -> torch.Tensor:
     return F.interpolate(A, size=(max(1, h // factor), max(1, w // factor)), mode="area")
 
 
-@torch.inference_mode()
-def tile_translate(fn: Callable[[torch.Tensor], torch.Tensor], A: torch.Tensor, tile: int, overlap: int,
-                   multiple: int, *, model: nn.Module | None = None, align: int | None = None,
+def tile_translate(fn: Callable[..., torch.Tensor], A: torch.Tensor, tile: int, overlap: int,
+                   multiple: int = 1, *, scale=1, model: nn.Module | None = None, align: int | None = None,
                    stats: str = "whole", stats_scale: int = 2, is_label: bool = False,
-                   device: torch.device | str | None = None,
+                   device: torch.device | str | None = None, out_device: torch.device | str = "cpu",
+                   with_box: bool = False, inference: bool = True,
                    progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Translate ``A`` (B, C_in, H, W) tile by tile; returns float32 (B, C_out, H, W) on the CPU.
+    """Run ``fn`` over ``A`` (B, C_in, H, W) tile by tile; returns float32 (B, C_out, ceil(scale H),
+    ceil(scale W)) on ``out_device``. The one tiling engine: the predictor's translations, the
+    style-swap encoder, inverse net and optimisation-based inversion all run through it.
 
     Args:
         fn: the model on one tile: (B, C_in, h, w), h and w multiples of ``multiple`` ->
-            (B, C_out, h, w).
+            (B, C_out, scale h, scale w). With ``with_box``, ``fn(tile, (y0, y1, x0, x1))``
+            also gets the tile's place in ``A`` (before padding).
         tile: tile side in input pixels (a multiple of ``multiple`` wastes nothing on padding).
-        overlap: pixels neighbouring tiles share at least (see :func:`plan_axis`).
-        multiple: every tile is reflect-padded to a multiple of this before ``fn``.
+        overlap: input pixels neighbouring tiles share at least (see :func:`plan_axis`).
+        multiple: every tile is reflect-padded to a multiple of this before ``fn``, and its
+            output cropped back (``imtranslate.ops``).
+        scale: output size / input size of ``fn`` (:func:`imtranslate.ops.as_ratio`): 4 for a x4
+            net, 1/4 for an encoder that shrinks 4x (then tiles start and end on multiples of 4).
+            The output buffer is ``scale`` times the input and the cross-fade weights are laid
+            out in output pixels.
         model: the module ``fn`` runs; its per-image instance-norm layers get whole-image
             statistics (None: nothing to freeze).
         align: tile origins are multiples of this (default ``multiple``).
@@ -339,32 +371,47 @@ def tile_translate(fn: Callable[[torch.Tensor], torch.Tensor], A: torch.Tensor, 
         stats_scale: the shrink factor of ``stats="shrunk"`` (a power of two).
         is_label: ``A`` holds one-hot labels (shrunk by sampling, never averaged).
         device: where ``fn`` runs; tiles are moved there one at a time (default: ``A``'s device).
+        out_device: where the output is blended (the CPU by default: the whole output never
+            has to fit next to a tile's activations).
+        inference: run under ``torch.inference_mode`` (False for an ``fn`` that takes gradients).
         progress: ``progress(done, total)`` after every tile run (statistics passes included).
     """
+    with torch.inference_mode(inference):
+        return _tile_run(fn, A, tile, overlap, multiple, scale, model, align, stats, stats_scale, is_label,
+                         device, out_device, with_box, progress)
+
+
+def _tile_run(fn, A, tile, overlap, multiple, scale, model, align, stats, stats_scale, is_label, device,
+              out_device, with_box, progress) -> torch.Tensor:
     if tile < 1:
         raise TilingError(f"tile size must be positive, got {tile}")
     if overlap < 0:
         raise TilingError(f"tile overlap must be >= 0, got {overlap}")
     if stats not in ("whole", "stream", "shrunk"):
         raise TilingError(f"unknown statistics mode {stats!r}; choose whole, stream or shrunk")
+    up, down = as_ratio(scale)
     device = torch.device(device) if device is not None else A.device
     b, _, H, W = A.shape
-    plan = TilePlan.make(H, W, tile, overlap, align or multiple)
-    wy, wx = axis_weights(plan.ys), axis_weights(plan.xs)
+    a = align or multiple
+    a = a * down // math.gcd(a, down)  # a shrinking net: tiles start on whole output pixels
+    plan = TilePlan.make(H, W, tile, overlap, a)
+    out_plan = plan.scaled(scale)  # cross-fade bands and weights at the output's resolution
+    oys, oxs = out_plan.ys, out_plan.xs
+    wy, wx = axis_weights(oys), axis_weights(oxs)
     cy, cx = owned_cuts(plan.ys), owned_cuts(plan.xs)
     norms = bool(instance_norms(model))
 
     with whole_image_norm(model) as state:
         def run(i: int, j: int) -> torch.Tensor:
             (y0, y1), (x0, x1) = plan.ys[i], plan.xs[j]
-            t = pad_tile(A[..., y0:y1, x0:x1].to(device, torch.float32), multiple)
+            t = pad_to_multiple(A[..., y0:y1, x0:x1].to(device, torch.float32), multiple)
             hp, wp = t.shape[-2:]
             # the last tile owns its padding too: the untiled statistics include the image's pad
             gy1 = y0 + hp if i == len(plan.ys) - 1 else cy[i + 1]
             gx1 = x0 + wp if j == len(plan.xs) - 1 else cx[j + 1]
             state.region = (y0, x0, hp, wp, cy[i], gy1, cx[j], gx1)
             state.begin()
-            return fn(t)
+            return fn(t, (y0, y1, x0, x1)) if with_box else fn(t)
 
         tiles = [(i, j) for i in range(len(plan.ys)) for j in range(len(plan.xs))]
         n_stream = 0
@@ -375,8 +422,9 @@ def tile_translate(fn: Callable[[torch.Tensor], torch.Tensor], A: torch.Tensor, 
                 n_stream = len(state.order)
             else:
                 state.begin()
-                fn(pad_tile(shrink(A, stats_scale if stats == "shrunk" else 1, is_label).to(device, torch.float32),
-                            multiple))
+                small = shrink(A, stats_scale if stats == "shrunk" else 1, is_label).to(device, torch.float32)
+                small = pad_to_multiple(small, multiple)
+                fn(small, (0, H, 0, W)) if with_box else fn(small)
         total, done = (n_stream + 1) * len(tiles), 0
         for key in list(state.order) if n_stream else []:
             state.mode, state.target = "stream", key
@@ -393,23 +441,26 @@ def tile_translate(fn: Callable[[torch.Tensor], torch.Tensor], A: torch.Tensor, 
 
         out = None
         for i, j in tiles:
-            (y0, y1), (x0, x1) = plan.ys[i], plan.xs[j]
-            o = run(i, j)[..., : y1 - y0, : x1 - x0].float().cpu()
+            (y0, y1), (x0, x1) = oys[i], oxs[j]
+            in_size = (plan.ys[i][1] - plan.ys[i][0], plan.xs[j][1] - plan.xs[j][0])
+            o = crop_to(run(i, j), in_size, scale).float().to(out_device)
             if out is None:  # the channel count is known after the first tile
-                out = torch.zeros(b, o.shape[1], H, W, dtype=torch.float32)
-            out[..., y0:y1, x0:x1].add_(o.mul_((wy[i][:, None] * wx[j][None, :]).float()))
+                out = torch.zeros(b, o.shape[1], out_plan.height, out_plan.width, dtype=torch.float32,
+                                  device=out_device)
+            out[..., y0:y1, x0:x1].add_(o.mul_((wy[i][:, None] * wx[j][None, :]).to(o)))
             del o
             done += 1
             if progress is not None:
                 progress(done, total)
     # separable weights over a full grid: their sum over the tiles is the product of the sums
-    sy, sx = torch.zeros(H, dtype=torch.float64), torch.zeros(W, dtype=torch.float64)
-    for (y0, y1), w in zip(plan.ys, wy):
+    sy = torch.zeros(out.shape[-2], dtype=torch.float64)
+    sx = torch.zeros(out.shape[-1], dtype=torch.float64)
+    for (y0, y1), w in zip(oys, wy):
         sy[y0:y1] += w
-    for (x0, x1), w in zip(plan.xs, wx):
+    for (x0, x1), w in zip(oxs, wx):
         sx[x0:x1] += w
     if not (torch.allclose(sy, torch.ones_like(sy)) and torch.allclose(sx, torch.ones_like(sx))):
-        out.div_((sy[:, None] * sx[None, :]).float())
+        out.div_((sy[:, None] * sx[None, :]).to(out))
     return out
 
 
@@ -428,32 +479,35 @@ def probe_input(channels: int, h: int, w: int, is_label: bool, seed: int = 0) ->
 
 @torch.inference_mode()
 def measure_edge_effect(fn: Callable[[torch.Tensor], torch.Tensor], probe: torch.Tensor, multiple: int,
-                        model: nn.Module | None = None, tol: float = EDGE_TOL) -> tuple[int, bool]:
+                        model: nn.Module | None = None, tol: float = EDGE_TOL, scale=1) -> tuple[int, bool]:
     """How far (input pixels) a tile border changes the output by more than ``tol``.
 
     Runs ``fn`` on ``probe`` (1, C, P, P) and on ``probe`` without its left ``cut`` columns
     (a multiple of ``multiple``, about a quarter of P), instance norm frozen at the whole
     probe's statistics (as tiles run), and compares the outputs column by column (mean absolute
-    difference in [0, 1] units). Returns ``(distance, saturated)``: ``saturated`` is True when
-    the change never fell below ``tol`` within the probe (the true distance is larger).
+    difference in [0, 1] units; a net of output ``scale`` is compared in output columns and the
+    distance given back in input pixels). Returns ``(distance, saturated)``: ``saturated`` is
+    True when the change never fell below ``tol`` within the probe (the true distance is larger).
     """
+    up, down = as_ratio(scale)
     p = probe.shape[-1]
-    cut = multiple * max(1, round(p / 4 / multiple))
+    step = multiple * down // math.gcd(multiple, down)
+    cut = step * max(1, round(p / 4 / step))
     if cut >= p:
         return 0, True
     with whole_image_norm(model) as state:
         state.mode = "record"
         state.begin()
-        whole = fn(pad_tile(probe, multiple))[..., : probe.shape[-2], :p]
+        whole = crop_to(fn(pad_to_multiple(probe, multiple)), probe.shape[-2:], scale)
         state.mode = "apply"
         state.begin()
-        part = fn(pad_tile(probe[..., cut:], multiple))[..., : probe.shape[-2], : p - cut]
-    prof = ((part - whole[..., cut:]).abs().mean(dim=(0, 1, 2)) / 2).cpu()  # by distance from the cut
+        part = crop_to(fn(pad_to_multiple(probe[..., cut:], multiple)), (probe.shape[-2], p - cut), scale)
+    prof = ((part - whole[..., cut * up // down:]).abs().mean(dim=(0, 1, 2)) / 2).cpu()  # by distance from the cut
     above = (prof > tol).nonzero()
     if len(above) == 0:
         return 0, False
     d = int(above[-1]) + 1
-    return d, d >= prof.numel()
+    return scale_size(d, Fraction(down, up)), d >= prof.numel()
 
 
 def overlap_for_edge(distance: int) -> int:
@@ -541,12 +595,18 @@ def default_budget(device: torch.device) -> int:
 
 @dataclass
 class MemoryModel:
-    """Peak memory one forward adds: ``fixed + per_pixel * batch * h * w`` bytes (times SAFETY)."""
+    """Peak memory one forward adds: ``fixed + per_pixel * batch * h * w`` bytes (times SAFETY),
+    ``h * w`` in input pixels; the output has ``out_channels`` at ``scale`` times the input size."""
 
     fixed: float
     per_pixel: float
     out_channels: int
     method: str = ""
+    scale: float = 1.0
+
+    def output_bytes(self, batch: int, h: int, w: int) -> float:
+        """The float32 output of a ``batch`` of ``h x w`` inputs (what tiles are blended into)."""
+        return 4 * batch * self.out_channels * h * w * self.scale**2
 
     def bytes_for(self, batch: int, h: int, w: int) -> float:
         return SAFETY * (self.fixed + self.per_pixel * batch * h * w)
@@ -586,7 +646,7 @@ def _peak_of(run: Callable[[], torch.Tensor], device: torch.device,
 @torch.inference_mode()
 def measure_memory(fn: Callable[[torch.Tensor], torch.Tensor], in_channels: int, multiple: int,
                    device: torch.device | str = "cpu", model: nn.Module | None = None,
-                   sizes: tuple[int, int] | None = None) -> MemoryModel:
+                   sizes: tuple[int, int] | None = None, scale=1) -> MemoryModel:
     """Fit ``fixed + per_pixel * pixels`` to the peak memory of ``fn`` on two square probes.
 
     The probes are multiples of ``multiple`` (about 128 and 256 px, the second at least twice
@@ -609,9 +669,10 @@ def measure_memory(fn: Callable[[torch.Tensor], torch.Tensor], in_channels: int,
     # a noisy slope (allocator granularity on tiny models) must not claim pixels are free
     per_pixel = max(slope, 0.5 * peaks[1] / px[1])
     # besides the model: the tile crop, its padded copy, the output and its weighted copy
-    per_pixel += 4 * (2 * in_channels + 2 * c_out)
+    up, down = as_ratio(scale)
+    per_pixel += 4 * (2 * in_channels + 2 * c_out * (up / down) ** 2)
     fixed = max(0.0, peaks[1] - per_pixel * px[1])
-    return MemoryModel(fixed=fixed, per_pixel=per_pixel, out_channels=c_out, method=method)
+    return MemoryModel(fixed=fixed, per_pixel=per_pixel, out_channels=c_out, method=method, scale=up / down)
 
 
 def round_up(n: int, m: int) -> int:
@@ -673,7 +734,7 @@ def choose_tiling(mem: MemoryModel | None, shape, multiple: int, budget: float, 
         return TilingChoice(int(tile), overlap, *stats_choice(), reason="tile size asked for")
     if whole_fits:
         return TilingChoice(0, reason=f"untiled: needs ~{_gb(mem.bytes_for(b, hp, wp))} of {_gb(avail)} free")
-    accum = 4 * b * mem.out_channels * h * w  # the float32 output the tiles are blended into
+    accum = mem.output_bytes(b, h, w)  # the float32 output the tiles are blended into
     room = avail - accum
     smallest = round_up(max(2 * overlap, multiple), multiple)
     side = multiple * int(math.sqrt(max(0.0, (room / SAFETY - mem.fixed) / (mem.per_pixel * b))) // multiple)

@@ -2,7 +2,9 @@
 
 ``build_net(name, **kwargs)`` builds any of them; every net keeps its constructor arguments in
 ``net.config`` (plain JSON types), so ``build_net(name, **net.config)`` rebuilds it from a
-checkpoint. Generators map (B, C_in, H, W) to (B, C_out, H, W) in [-1, 1] for any H, W;
+checkpoint. Generators map (B, C_in, H, W) to (B, C_out, scale * H, scale * W) in [-1, 1] for
+any H, W; each declares ``multiple`` (inputs are padded to a multiple of it) and ``scale``
+(output size / input size: 1 for every translator here, ``2**n_up`` for the inverse net);
 discriminators return ``list[list[Tensor]]`` (scales x layer outputs, logits last).
 
 * ``unet``: :class:`UNetGenerator`, the pix2pix U-Net
@@ -22,7 +24,8 @@ from __future__ import annotations
 
 from .discriminators import MultiScaleDiscriminator, PatchDiscriminator
 from .inverse import InverseNet
-from .layers import crop_to, downsample_avg, pad_to_multiple
+from ..ops import crop_to, pad_to_multiple
+from .layers import downsample_avg
 from .multires import MultiResGenerator
 from .pix2pixhd import InstanceFeatureEncoder, Pix2PixHDGenerator, instance_mean_features
 from .registry import NETS, build_net, register_net

@@ -15,6 +15,10 @@ convolution layers) it is::
 ``depth`` convolutions are spread over the levels (deeper levels get the extra ones first);
 each level ends with the convolution that narrows to the next level's width, and the last
 one outputs RGB in [-1, 1].
+
+Its ``scale`` (output size / input size, as every generator declares) is ``2**n_up``: the
+encoder's down factor. Large feature maps are decoded in tiles by the one tiling engine
+(``imtranslate.infer.tiling.tile_translate``, wrapped by ``infer.stylize.invert_tiled``).
 """
 from __future__ import annotations
 
@@ -102,7 +106,10 @@ class InverseNet(nn.Module):
         if norm not in NORMS:
             raise ValueError(f"unknown norm {norm!r}; choose one of {NORMS}")
         self.n_up = n_up
-        self.multiple = 2**n_up  # pictures are encoded at a multiple of this size
+        self.multiple = 1  # feature maps of any size
+        # output size / input size: the encoder's down factor (4 for relu3_1), so that
+        # encoder scale x inverse scale = 1 (a picture comes back at its own size)
+        self.scale = 2**n_up
         widths = [min(max_channels, ngf * 2**lvl) for lvl in range(n_up, -1, -1)]  # deepest first
         plan = level_plan(depth, n_up + 1)
         layers: list[nn.Module] = []
@@ -137,58 +144,5 @@ class InverseNet(nn.Module):
         return self.body(feat)
 
 
-def invert_tiled(net: InverseNet, feat: torch.Tensor, tile: int, margin: int | None = None) -> torch.Tensor:
-    """``net(feat)`` computed over tiles of ``tile`` feature pixels; the same result, bounded memory.
-
-    Each tile is decoded with ``margin`` extra feature pixels of context on every side (default:
-    the net's receptive radius) and only its own part is kept, so the seams are invisible.
-    """
-    h, w = feat.shape[-2:]
-    if tile <= 0 or (h <= tile and w <= tile):
-        return net(feat)
-    margin = net.receptive_radius() if margin is None else margin
-    return _apply_tiled(net, feat, tile, margin, up=net.multiple)
-
-
-def encode_tiled(encoder: VGG19Features, layer: str, x: torch.Tensor, tile: int) -> torch.Tensor:
-    """Features of ``layer`` for pictures ``x`` (B, 3, H, W), over tiles of ``tile`` pixels.
-
-    ``H`` and ``W`` must be multiples of ``2**n_pools``. Tiles start on that multiple (so the
-    max-pools see the same grid) and carry a margin wider than the receptive field, so the
-    result equals the untiled features.
-    """
-    _, n_pools = encoder_geometry(layer)
-    f = 2**n_pools
-    h, w = x.shape[-2:]
-    if h % f or w % f:
-        raise ValueError(f"encode_tiled needs sizes that are multiples of {f}, got {h}x{w}")
-    if tile <= 0 or (h <= tile and w <= tile):
-        return encoder(x)[layer]
-    tile = max(f, tile // f * f)
-    margin = math.ceil((encoder_receptive_field(layer) // 2 + 1) / f) * f
-    return _apply_tiled(lambda part: encoder(part)[layer], x, tile, margin, down=f)
-
-
-def _apply_tiled(fn, x: torch.Tensor, tile: int, margin: int, up: int = 1, down: int = 1) -> torch.Tensor:
-    """``fn(x)`` over tiles of ``tile`` pixels of ``x``, each run with ``margin`` pixels of context
-    on every side and only its own part kept; ``fn`` maps a size ``s`` to ``s * up / down``."""
-    h, w = x.shape[-2:]
-
-    def sc(v: int) -> int:
-        return v * up // down
-
-    out = None
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(h, y0 + tile), min(w, x0 + tile)
-            ey0, ex0 = max(0, y0 - margin), max(0, x0 - margin)
-            ey1, ex1 = min(h, y1 + margin), min(w, x1 + margin)
-            part = fn(x[..., ey0:ey1, ex0:ex1])
-            if out is None:
-                out = part.new_empty(part.shape[0], part.shape[1], sc(h), sc(w))
-            out[..., sc(y0):sc(y1), sc(x0):sc(x1)] = part[..., sc(y0 - ey0):sc(y1 - ey0), sc(x0 - ex0):sc(x1 - ex0)]
-    return out
-
-
-__all__ = ["InverseNet", "build_encoder", "encoder_geometry", "encoder_receptive_field", "encode_tiled",
-           "invert_tiled", "level_plan", "RANDOM_VGG_SEED"]
+__all__ = ["InverseNet", "build_encoder", "encoder_geometry", "encoder_receptive_field", "level_plan",
+           "RANDOM_VGG_SEED"]

@@ -1,6 +1,6 @@
 """Building blocks shared by every net: norm/activation factories, conv-norm-act, residual
-block, up-sampling, and the pad-to-a-multiple / crop-back helpers that let generators take
-any image size.
+block, up-sampling, halving. (Generators take any image size with ``imtranslate.ops``'
+``pad_to_multiple`` / ``crop_to``.)
 
 Conventions used throughout ``imtranslate.nets``:
 
@@ -17,7 +17,6 @@ import typing
 from typing import Literal
 
 import contextlib
-import math
 
 import torch
 import torch.nn as nn
@@ -250,35 +249,9 @@ def output_head(in_channels: int, out_channels: int) -> ConvNormAct:
 
 
 # --------------------------------------------------------------------------------------------
-# Sizes: pad to what an encoder needs, crop back, halve
+# Sizes: halve (pad to a multiple and crop back are ``imtranslate.ops.pad_to_multiple`` /
+# ``crop_to``, shared with the predictor, the tiling engine and the ONNX graph)
 # --------------------------------------------------------------------------------------------
-def pad_to_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Pad ``x`` (B, C, H, W) at the bottom and right to ``size`` = (H', W') >= (H, W).
-
-    Reflection padding keeps image statistics at the border; where the pad is as large as the
-    image itself (reflection cannot do that), the edge is replicated instead.
-    """
-    h, w = x.shape[-2:]
-    ph, pw = size[0] - h, size[1] - w
-    if ph < 0 or pw < 0:
-        raise ValueError(f"cannot pad a {h}x{w} tensor to the smaller size {size[0]}x{size[1]}")
-    if ph == 0 and pw == 0:
-        return x
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad ``x`` (B, C, H, W) at the bottom and right so that H and W are multiples of ``multiple``."""
-    h, w = x.shape[-2:]
-    return pad_to_size(x, (math.ceil(h / multiple) * multiple, math.ceil(w / multiple) * multiple))
-
-
-def crop_to(x: torch.Tensor, size) -> torch.Tensor:
-    """The top-left ``size`` = (H, W) window of ``x`` (B, C, H', W'): undoes the padding above."""
-    return x[..., : size[0], : size[1]]
-
-
 def downsample_avg(x: torch.Tensor) -> torch.Tensor:
     """Halve the size as pix2pixHD does: 3x3 average pool, stride 2, padding 1, border-aware.
 

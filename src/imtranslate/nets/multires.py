@@ -23,7 +23,8 @@ from collections.abc import Iterator, Sequence
 import torch
 import torch.nn as nn
 
-from .layers import ConvNormAct, crop_to, down_block, output_head, pad_to_size, res_blocks, up_block
+from ..ops import crop_to, pad_to_size
+from .layers import ConvNormAct, down_block, output_head, res_blocks, up_block
 from .registry import init_config, register_net
 
 
@@ -97,7 +98,8 @@ class MultiResGenerator(nn.Module):
         self.in_channels = in_channels
         self.n_levels = n_levels
         self.n_bottleneck_down = n_bottleneck_down
-        self.multiple = 2 ** (n_levels - 1 + n_bottleneck_down)
+        self.multiple = 2 ** (n_levels - 1 + n_bottleneck_down)  # the finest level is padded to this
+        self.scale = 1  # output size / finest input size (each output level is its input level's size)
         self.widths = [min(ngf * 2 ** (n_levels - 1 - i), max_channels) for i in range(n_levels)]
         self.levels = nn.ModuleList(
             _Level(

@@ -1,12 +1,13 @@
 """pix2pixHD (Wang et al. 2018): coarse-to-fine generator and the instance-wise feature encoder."""
 from __future__ import annotations
 
-import math
+from fractions import Fraction
 
 import torch
 import torch.nn as nn
 
-from .layers import ConvNormAct, crop_to, down_block, downsample_avg, output_head, pad_to_multiple, res_blocks, up_block
+from ..ops import crop_to, pad_to_multiple
+from .layers import ConvNormAct, down_block, downsample_avg, output_head, res_blocks, up_block
 from .registry import init_config, register_net
 from .resnet_gen import ResNetGenerator
 
@@ -75,7 +76,10 @@ class Pix2PixHDGenerator(nn.Module):
         self.enhancers = nn.ModuleList(
             LocalEnhancer(in_channels, out_channels, ngf * 2 ** (n - e), n_blocks_local, norm) for e in range(1, n + 1)
         )
-        self.multiple = 2 ** (n_downsampling + n)
+        self.multiple = 2 ** (n_downsampling + n)  # inputs are padded to a multiple of this
+        # output size / input size of the whole net (with fewer active enhancers, during the
+        # global stage, the output is 1 / output_scale() of that; the task brings it to full size)
+        self.scale = 1
         self.active_enhancers = n
 
     def set_active_enhancers(self, k: int) -> None:
@@ -109,7 +113,7 @@ class Pix2PixHDGenerator(nn.Module):
             feat = enhancer.back(enhancer.front(inputs[n - e]) + feat)  # (B, ngf*2**(n-e), H'/2**(n-e), ...)
             head = enhancer.head
         s = self.output_scale()
-        return crop_to(head(feat), (math.ceil(h / s), math.ceil(w / s)))  # (B, C_out, H/s, W/s)
+        return crop_to(head(feat), (h, w), Fraction(1, s))  # (B, C_out, ceil(H/s), ceil(W/s))
 
 
 def instance_mean_features(feat: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
@@ -160,6 +164,7 @@ class InstanceFeatureEncoder(nn.Module):
             n_downsampling=n_downsampling, n_blocks=0, norm=norm,
         )
         self.multiple = self.net.multiple
+        self.scale = 1  # one feature vector per input pixel
 
     def forward(self, image: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:
         """``image`` (B, C_in, H, W), ``inst`` (B, H, W) ids -> (B, feat_channels, H, W)."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import ConvNormAct, crop_to, down_block, output_head, pad_to_multiple, res_blocks, up_block
+from ..ops import crop_to, pad_to_multiple
+from .layers import ConvNormAct, down_block, output_head, res_blocks, up_block
 from .registry import init_config, register_net
 
 
@@ -31,7 +32,8 @@ class ResNetGenerator(nn.Module):
     ):
         super().__init__()
         self.config = init_config(locals())
-        self.multiple = 2**n_downsampling
+        self.multiple = 2**n_downsampling  # inputs are padded to a multiple of this
+        self.scale = 1  # output size / input size
         width = [ngf * 2**j for j in range(n_downsampling + 1)]
         self.body = nn.Sequential(
             ConvNormAct(in_channels, ngf, 7, pad_mode="reflect", norm=norm),

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .layers import ConvNormAct, crop_to, pad_to_multiple
+from ..ops import crop_to, pad_to_multiple
+from .layers import ConvNormAct
 from .registry import init_config, register_net
 
 
@@ -40,7 +41,8 @@ class UNetGenerator(nn.Module):
         self.config = init_config(locals())
         if num_downs < 2:
             raise ValueError(f"num_downs must be >= 2, got {num_downs}")
-        self.multiple = 2**num_downs
+        self.multiple = 2**num_downs  # inputs are padded to a multiple of this
+        self.scale = 1  # output size / input size
         # inference in NHWC is faster on CPU for this net (infer/optimize.py: inference_channels_last)
         self.cpu_inference_channels_last = True
         width = list(widths) if widths else [ngf * min(2**j, 8) for j in range(num_downs)]  # encoder level j

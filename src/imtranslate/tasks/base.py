@@ -229,6 +229,11 @@ class Task:
         return int(getattr(G, "multiple", 1))
 
     @classmethod
+    def size_scale(cls, G: nn.Module, cfg: Config):
+        """Output size / input size of :meth:`translate` (the generator's ``scale``; 1: same size)."""
+        return getattr(G, "scale", 1)
+
+    @classmethod
     def translate(cls, G: nn.Module, A: torch.Tensor, cfg: Config, extras: dict | None = None,
                   batch: dict | None = None, **options) -> torch.Tensor:
         """Full-size output for an encoded input ``A`` (B, C_in, H, W). Used by validation and predictors.
