@@ -8,7 +8,7 @@ The classic degradation model of super-resolution, in this order::
 * ``downscale``: by the integer ``scale``: ``bicubic`` (antialiased, as Pillow/Matlab's
   ``imresize``) or ``area`` (the mean of each ``scale x scale`` block);
 * ``noise``: Gaussian, ``std`` in 0..255 grey levels drawn per picture (0 = none);
-* ``jpeg``: a JPEG round trip at a quality drawn per picture (torchvision's encoder/decoder).
+* ``jpeg``: a JPEG round trip at a quality drawn per picture (Pillow's codec).
 
 These are torch versions of what :func:`imtranslate.data.pairs.degrade` does to one numpy
 picture: one batched pass on the device the model trains on (blur and downscale are grouped
@@ -98,11 +98,18 @@ def gaussian_blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
 
 
 def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """One picture (C, H, W) in [-1, 1] through JPEG at ``quality`` and back."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    """One picture (C, H, W) in [-1, 1] through JPEG at ``quality`` and back (Pillow's codec, as
+    :func:`imtranslate.data.pairs.degrade` uses)."""
+    import io
 
-    u8 = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    back = decode_jpeg(encode_jpeg(u8, quality=int(quality)))
+    from PIL import Image
+
+    u8 = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(u8).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as jpeg:
+        back = torch.from_numpy(np.asarray(jpeg.convert("RGB")).copy()).permute(2, 0, 1)
     return (back.float() / 127.5 - 1.0).to(x)
 
 

@@ -163,7 +163,9 @@ class StyleSRNet(nn.Module):
         head, c = [], width[0]
         for _ in range(int(math.log2(scale))):
             conv = conv2d(c, 4 * hw, 3, separable=sep)
-            icnr_((conv.pw if sep else conv).weight, 2)
+            last = conv.pw if sep else conv
+            icnr_(last.weight, 2)
+            nn.init.zeros_(last.bias)  # equal sub-pixels need equal biases too
             head += [conv, nn.PixelShuffle(2), nn.LeakyReLU(0.2)]
             c = hw
         self.head = nn.Sequential(*head)
