@@ -292,3 +292,19 @@ def test_photos_from_a_folder_of_odd_sized_pictures(tmp_path):
 
     with pytest.raises(DataError, match="small.png"):
         task_cls.check_data(cfg)
+
+
+def test_demo_upscale_writes_the_report(tmp_path):
+    from imtranslate.cli import build_parser
+    from imtranslate.demo import run_upscale_demo
+
+    args = build_parser().parse_args(["demo", "upscale", "--steps", "3"])
+    assert args.which == "upscale" and args.steps == 3
+    assert build_parser().parse_args(["demo"]).which == "multires"  # the S1 demo stays the default
+    res = run_upscale_demo(tmp_path / "demo", steps=2, device="cpu", log=lambda m: None, overrides=[
+        "data.synthetic.n_train=4", "data.synthetic.n_val=2", "data.synthetic.size=40", "data.crop_size=32",
+        "train.batch_size=2", "train.progress=false", "train.tensorboard=false", "model.ngf=4",
+        "model.head_width=4", "model.ndf=4", "model.n_layers_d=2"])
+    html = res["report"].read_text()
+    assert "<th>bicubic</th>" in html and "PSNR ours (dB)" in html and html.count('class="ex"') == 2 * 4
+    assert len(res["psnr_ours"]) == 2 and all(np.isfinite(res["psnr_ours"] + res["psnr_bicubic"]))

@@ -102,6 +102,12 @@ def _check_range(name: str, v: list, lo: float, hi: float | None = None) -> None
         raise ConfigError(f"model.{name} must be [low, high] with {bound}, got {list(v)}")
 
 
+def degradation_of(m) -> Degradation:
+    """How the task makes LR inputs, from its ``model`` config (the demo and benchmarks use it too)."""
+    return Degradation(scale=m.scale, method=m.downscale, blur=tuple(m.blur), noise=tuple(m.noise),
+                       jpeg=tuple(int(q) for q in m.jpeg))
+
+
 # --------------------------------------------------------------------------------------------
 # Style picture and teacher targets
 # --------------------------------------------------------------------------------------------
@@ -273,8 +279,7 @@ class StyleSRTask(Task):
     # ---- nets ---------------------------------------------------------------------------------
     def build(self) -> None:
         m = self.m
-        self.degradation = Degradation(scale=m.scale, method=m.downscale, blur=tuple(m.blur),
-                                       noise=tuple(m.noise), jpeg=tuple(int(q) for q in m.jpeg))
+        self.degradation = degradation_of(m)
         G = self.add_net("G", "stylesr", in_channels=self.in_channels, out_channels=self.out_channels,
                          scale=m.scale, ngf=m.ngf, n_levels=m.n_levels, widths=list(m.widths) or None,
                          n_blocks=m.n_blocks, head_width=m.head_width, separable=m.separable,
