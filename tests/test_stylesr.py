@@ -221,8 +221,10 @@ def test_teacher_target_is_the_style_swap_output_cached_on_disk(synroot, tmp_pat
 def test_config_errors_say_what_to_change(synroot, tmp_path):
     with pytest.raises(ConfigError, match="multiple of model.scale"):
         load_config(None, _overrides(synroot, tmp_path, "data.crop_size=30"))
-    with pytest.raises(ConfigError, match="data.dataset=photos"):
-        load_config(None, _overrides(synroot, tmp_path, "data.dataset=synthetic"))
+    synthetic = load_config(None, _overrides(synroot, tmp_path, "data.dataset=synthetic"))  # resolves (defaults do)
+    for attempt in (lambda: get_task("stylesr")(synthetic, "cpu"), lambda: get_task("stylesr").check_data(synthetic)):
+        with pytest.raises(ConfigError, match="data.dataset=photos"):
+            attempt()
     with pytest.raises(ConfigError, match="model.teacher"):
         load_config(None, _overrides(synroot, tmp_path, "model.target=teacher"))
     with pytest.raises(ConfigError, match="model.blur"):

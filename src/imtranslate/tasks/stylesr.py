@@ -221,12 +221,6 @@ class StyleSRTask(Task):
     @classmethod
     def check_config(cls, cfg) -> None:
         m, d = cfg.model, cfg.data
-        if d.dataset != "photos":
-            raise ConfigError(f"stylesr reads high-resolution photographs and makes its inputs from them: use "
-                              f"data.dataset=photos with data.root=FOLDER (no root: the synthetic scenes' photos), "
-                              f"not data.dataset={d.dataset}")
-        if input_kind(d) != "rgb" or d.output_channels != 3:
-            raise ConfigError("stylesr works on RGB photographs: data.input_kind=rgb and data.output_channels=3")
         if d.crop_size <= 0 or d.crop_size % m.scale:
             raise ConfigError(f"data.crop_size (the HR crop side) must be a positive multiple of model.scale="
                               f"{m.scale}, got {d.crop_size}")
@@ -246,8 +240,20 @@ class StyleSRTask(Task):
             raise DataError(m.style_image, "style picture not found", "check model.style_image")
 
     # ---- data: HR photos; the teacher's outputs as targets for target=teacher -----------------
+    @staticmethod
+    def require_photos(cfg) -> None:
+        """The data must be RGB photographs (checked when the task is built and before data is read)."""
+        d = cfg.data
+        if d.dataset != "photos":
+            raise ConfigError(f"stylesr reads high-resolution photographs and makes its inputs from them: use "
+                              f"data.dataset=photos with data.root=FOLDER (no root: the synthetic scenes' photos), "
+                              f"not data.dataset={d.dataset}")
+        if input_kind(d) != "rgb" or d.output_channels != 3:
+            raise ConfigError("stylesr works on RGB photographs: data.input_kind=rgb and data.output_channels=3")
+
     @classmethod
     def _records(cls, cfg, split: str) -> list[PairRecord]:
+        cls.require_photos(cfg)
         recs = split_records(cfg.data)[split]
         if split == "train" and cfg.data.max_items > 0:
             recs = recs[: cfg.data.max_items]
@@ -257,6 +263,7 @@ class StyleSRTask(Task):
 
     @classmethod
     def check_data(cls, cfg) -> dict:
+        cls.require_photos(cfg)
         summary = check_dataset(cfg.data)
         if cfg.model.target == "teacher":  # the expensive part, once, before the first step
             summary["teacher_targets"] = len(cls._records(cfg, "train")) + len(cls._records(cfg, "val"))
@@ -278,6 +285,7 @@ class StyleSRTask(Task):
 
     # ---- nets ---------------------------------------------------------------------------------
     def build(self) -> None:
+        self.require_photos(self.cfg)  # a clear message, not a channel mismatch deep in the net
         m = self.m
         self.degradation = degradation_of(m)
         G = self.add_net("G", "stylesr", in_channels=self.in_channels, out_channels=self.out_channels,
