@@ -32,6 +32,21 @@ def test_l1_and_psnr_constant_offset():
     assert torch.allclose(M.psnr(pred, target, data_range=2.0), p + 20 * math.log10(2), atol=1e-4)
 
 
+def test_one_psnr_convention_for_images_and_video():
+    from imtranslate.infer.video_translate import video_psnr
+
+    assert M.MSE_FLOOR == 1e-10
+    assert M.psnr_from_mse(0.0) == pytest.approx(100.0) and M.psnr_from_mse(0.01) == pytest.approx(20.0)
+    assert torch.allclose(M.psnr_from_mse(torch.tensor([0.0, 0.01])), torch.tensor([100.0, 20.0]))
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) for _ in range(3)]
+    noisy = [np.clip(f.astype(int) + rng.integers(-20, 21, f.shape), 0, 255).astype(np.uint8) for f in frames]
+    assert video_psnr(frames, frames) == pytest.approx(100.0)  # identical clips: the image cap, not inf
+    # a one-frame clip and the same frame as an image tensor give one number
+    as_tensor = [torch.from_numpy(f).permute(2, 0, 1)[None].float() / 127.5 - 1 for f in (frames[0], noisy[0])]
+    assert video_psnr(frames[:1], noisy[:1]) == pytest.approx(float(M.psnr(*as_tensor)[0]), abs=1e-4)
+
+
 def test_psnr_identical_is_capped():
     a, _ = _pair((3, 3, 8, 8))
     p = M.psnr(a, a)
@@ -132,24 +147,33 @@ def test_metric_accumulator_means():
 
 
 # ------------------------------------------------------------------ Fréchet distance
-@pytest.mark.parametrize("method", ["scipy", "eigh"])
-def test_frechet_distance_hand_cases(method):
+def test_frechet_distance_hand_cases():
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6))
     mu, sigma = M.feature_statistics(feats)
-    assert M.frechet_distance(mu, sigma, mu, sigma, method=method) == pytest.approx(0.0, abs=1e-8)
+    assert M.frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-8)
     # Same covariance, shifted means: the distance is the squared mean distance.
     shift = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 0.25])
     mu2, sigma2 = M.feature_statistics(feats + shift)
-    assert M.frechet_distance(mu, sigma, mu2, sigma2, method=method) == pytest.approx(
+    assert M.frechet_distance(mu, sigma, mu2, sigma2) == pytest.approx(
         float(shift @ shift), rel=1e-8
     )
     # Diagonal covariances: sum((sqrt(a) - sqrt(b))^2) + |dmu|^2.
     a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 0.0])
     d = np.array([1.0, 1.0, 0.0])
     expected = float(((np.sqrt(a) - np.sqrt(b)) ** 2).sum() + d @ d)
-    got = M.frechet_distance(np.zeros(3), np.diag(a), d, np.diag(b), method=method)
+    got = M.frechet_distance(np.zeros(3), np.diag(a), d, np.diag(b))
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+def _frechet_reference(f1, f2):
+    """The textbook FID route (pytorch-fid's): np.cov statistics and scipy's matrix square root."""
+    from scipy import linalg
+
+    m1, m2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    return float((m1 - m2) @ (m1 - m2) + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def test_frechet_routes_agree():
@@ -158,15 +182,37 @@ def test_frechet_routes_agree():
     f2 = rng.normal(size=(300, 20)) @ rng.normal(size=(20, 20)) * 0.5 + 0.3
     m1, s1 = M.feature_statistics(f1)
     m2, s2 = M.feature_statistics(f2)
-    scipy_value = M.frechet_distance(m1, s1, m2, s2, method="scipy")
-    assert M.frechet_distance(m1, s1, m2, s2, method="eigh") == pytest.approx(scipy_value, rel=1e-8)
-    # Fewer samples than dimensions: the exact sample-space route matches the covariance route.
+    scipy_value = _frechet_reference(f1, f2)
+    assert M.frechet_distance(m1, s1, m2, s2) == pytest.approx(scipy_value, rel=1e-8)
+    assert M.fid_from_features(f1, f2) == pytest.approx(scipy_value, rel=1e-8)
+    # Fewer samples than dimensions: features and statistics give the same distance.
     g1, g2 = f1[:12], f2[:15]
-    direct = M.frechet_distance(*M.feature_statistics(g1), *M.feature_statistics(g2), method="eigh")
+    direct = M.frechet_distance(*M.feature_statistics(g1), *M.feature_statistics(g2))
     assert M.fid_from_features(g1, g2) == pytest.approx(direct, rel=1e-6)
     assert M.fid_from_features(g1, g1) == pytest.approx(0.0, abs=1e-9)
     with pytest.raises(ValueError):
         M.feature_statistics(f1[:1])
+    with pytest.raises(ValueError, match="at least 2"):
+        M.fid_from_features(f1[:1], f2)
+
+
+# Today's numbers (before FID and LPIPS moved to torchmetrics), computed by the hand-written
+# implementation on these fixed inputs and weights and pinned here: the torchmetrics-based code must
+# give the same values.
+PINNED_FID_FEATURES = {"n>d": 12.050160810678186, "n<=d": 67.0264496225807}
+PINNED_FID_IMAGES = 530252.9652030335
+PINNED_LPIPS = {"vgg": [0.001991027733311057, 0.002018583472818136],
+                "alex": [0.001849511987529695, 0.0017774103907868266]}
+
+
+def test_fid_from_features_agrees_with_the_hand_written_fid():
+    rng = np.random.default_rng(5)
+    f1 = rng.normal(size=(40, 16))
+    f2 = rng.normal(size=(30, 16)) * 1.5 + 0.25
+    assert M.fid_from_features(f1, f2) == pytest.approx(PINNED_FID_FEATURES["n>d"], rel=1e-9)
+    g1 = rng.normal(size=(6, 64))
+    g2 = rng.normal(size=(9, 64)) * 0.5 + 0.1
+    assert M.fid_from_features(g1, g2) == pytest.approx(PINNED_FID_FEATURES["n<=d"], rel=1e-7)
 
 
 # ------------------------------------------------------------------ FID / LPIPS with local weights
@@ -188,6 +234,67 @@ def inception_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("weights") / M.FID_WEIGHTS_NAME
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return path
+
+
+def test_fid_agrees_with_the_hand_written_fid(inception_file):
+    a, b = _pair((3, 3, 32, 32), seed=21, noise=0.8)
+    assert M.fid(a, b, weights=inception_file) == pytest.approx(PINNED_FID_IMAGES, rel=1e-5)
+    # streamed in batches of any size: the same statistics
+    assert M.fid([a[:1], a[1:]], [b[:2], b[2:]], weights=inception_file, batch_size=1) == pytest.approx(
+        PINNED_FID_IMAGES, rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2 real"):
+        M.fid(a[:1], b, weights=inception_file)
+
+
+VGG16_CONVS = {0: (64, 3), 2: (64, 64), 5: (128, 64), 7: (128, 128), 10: (256, 128), 12: (256, 256),
+               14: (256, 256), 17: (512, 256), 19: (512, 512), 21: (512, 512), 24: (512, 512), 26: (512, 512),
+               28: (512, 512)}
+ALEX_CONVS = {0: (64, 3, 11), 3: (192, 64, 5), 6: (384, 192, 3), 8: (256, 384, 3), 10: (256, 256, 3)}
+
+
+def _lpips_state(net):
+    """LPIPS weights in the file layout, drawn from a seeded generator (independent of the code tested)."""
+    g = torch.Generator().manual_seed(123)
+    convs = {i: (o, c, 3) for i, (o, c) in VGG16_CONVS.items()} if net == "vgg" else ALEX_CONVS
+    chans = [64, 128, 256, 512, 512] if net == "vgg" else [64, 192, 384, 256, 256]
+    state = {}
+    for i, (o, c, k) in convs.items():
+        state[f"features.{i}.weight"] = torch.randn(o, c, k, k, generator=g) * (2.0 / (c * k * k)) ** 0.5
+        state[f"features.{i}.bias"] = torch.randn(o, generator=g) * 0.01
+    for k, c in enumerate(chans):
+        state[f"lin.{k}.weight"] = torch.rand(1, c, 1, 1, generator=g) / c
+    return state
+
+
+@pytest.mark.parametrize("net", ["vgg", "alex"])
+def test_lpips_agrees_with_the_hand_written_lpips(tmp_path, net):
+    from safetensors.torch import save_file
+
+    path = tmp_path / f"lpips_{net}.safetensors"
+    save_file(_lpips_state(net), str(path), metadata={"format": M.LPIPS_FORMAT, "net": net})
+    a, b = _pair((2, 3, 64, 64), seed=11)
+    got = M.lpips(a, b, weights=path)
+    assert got.shape == (2,)
+    assert torch.allclose(got, torch.tensor(PINNED_LPIPS[net]), rtol=1e-5, atol=0)
+
+
+def test_lpips_from_a_bare_torchvision_backbone(tmp_path):
+    """The hub cache's vgg16-397923af.pth alone works: the linear layers are torchmetrics' copy of
+    the official v0.1 ones."""
+    state = _lpips_state("vgg")
+    backbone = {k: v for k, v in state.items() if k.startswith("features.")}
+    backbone["classifier.0.weight"] = torch.zeros(2, 2)  # torchvision's file holds the classifier too
+    torch.save(backbone, tmp_path / "vgg16-397923af.pth")
+    lins, _ = M._weights.read_state_dict(M._bundled_lins("vgg"))
+    full = dict(backbone)
+    full.update({f"lin.{k}.weight": lins[f"lin{k}.model.1.weight"] for k in range(5)})
+    del full["classifier.0.weight"]
+    save_file_path = tmp_path / "full.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in full.items()}, str(save_file_path), metadata={"net": "vgg"})
+    a, b = _pair((1, 3, 32, 32), seed=3)
+    assert torch.allclose(M.lpips(a, b, weights=tmp_path / "vgg16-397923af.pth"), M.lpips(a, b, weights=save_file_path))
 
 
 def test_fid_end_to_end_with_random_weights(inception_file):
@@ -256,7 +363,7 @@ def test_lpips_missing_and_broken_weights(tmp_path, monkeypatch):
 def test_convert_lpips_weights(tmp_path):
     torch.manual_seed(1)
     ref = M.LPIPSNet("alex")
-    state = ref.state_dict()
+    state = ref.file_state_dict()  # the layout of the weights file
     # What a user downloads: torchvision's backbone checkpoint (classifier included) ...
     backbone = {k: v for k, v in state.items() if k.startswith("features.")}
     backbone["classifier.1.weight"] = torch.zeros(4, 4)
@@ -282,3 +389,31 @@ def test_convert_lpips_weights(tmp_path):
     with pytest.raises(WeightsMissingError, match="lin1"):
         M.convert_lpips_weights(tmp_path / "alexnet-owt.pth", tmp_path / "vgg.pth",
                                 tmp_path / "bad.safetensors")
+
+
+def test_eval_finds_fid_and_lpips_weights_in_the_weights_folder(inception_file, tmp_path, monkeypatch):
+    """`imtranslate eval` streams FID and LPIPS when their files are in $IMTRANSLATE_WEIGHTS."""
+    import shutil
+
+    from conftest import tiny_overrides
+    from imtranslate.config import load_config
+    from imtranslate.evaluate import evaluate
+    from imtranslate.train.loop import train
+
+    run = train(load_config(None, tiny_overrides("pix2pix", tmp_path, steps=1)), log=lambda m: None)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    shutil.copy(inception_file, folder / M.FID_WEIGHTS_NAME)
+    torch.manual_seed(0)
+    M.LPIPSNet("vgg").save(folder / M.LPIPS_WEIGHTS_NAME)
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(folder))
+    res = evaluate(run / "checkpoints" / "last.safetensors", tmp_path / "synthetic" / "val", device="cpu",
+                   progress=False, log=lambda m: None)
+    assert res["count"] == 4 and res["skipped"] == {}
+    assert math.isfinite(res["metrics"]["fid"]) and res["metrics"]["fid"] >= 0
+    assert math.isfinite(res["metrics"]["lpips"]) and res["metrics"]["lpips"] > 0
+    monkeypatch.setenv(M.WEIGHTS_ENV, str(tmp_path / "empty"))
+    res = evaluate(run / "checkpoints" / "last.safetensors", tmp_path / "synthetic" / "val", device="cpu",
+                   progress=False, log=lambda m: None)
+    assert set(res["skipped"]) == {"fid", "lpips"} and "fid" not in res["metrics"]
+    assert str(tmp_path / "empty" / M.FID_WEIGHTS_NAME) in res["skipped"]["fid"]

@@ -137,7 +137,7 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     """Measure one configuration in this process. ``plain`` turns every speed lever off;
     ``scale`` shrinks the image size (smoke tests)."""
     from .tasks import load_config
-    from .tasks import get_task
+    from .train.stepping import build_task
 
     task_name, h, w, overrides = CONFIGS[name]
     h, w = max(32, int(h * scale)), max(32, int(w * scale))
@@ -152,7 +152,7 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
         over += ["train.channels_last=false", "train.step_in_backward=false"]
     cfg = load_config(None, over)
     torch.manual_seed(0)
-    task = get_task(task_name)(cfg, device)
+    task = build_task(cfg, device)  # with the training loop's stepper, as train() runs it
     task.on_step_start(0)
     batch_d = _fake_batch(task, h, w, batch, device)
     G = task.generator

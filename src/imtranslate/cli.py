@@ -13,10 +13,13 @@
     imtranslate stylize CONTENT... --style S --inverse CKPT -o OUT   style swap + per-channel blend (--blend-rgb)
     imtranslate serve [--inverse CKPT] [--translate CKPT]           web page: stylise with live sliders, translate
     imtranslate tasks                                  list the methods
+    imtranslate weights                                each pretrained network: files, where looked for, found?
+    imtranslate weights convert IN.pth OUT.safetensors  a .pth state dict as safetensors (no pickle)
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -54,20 +57,45 @@ def _split_overrides(items: list[str]) -> tuple[str | None, list[str]]:
     return config, overrides
 
 
+def _uses_vgg(model_cfg) -> bool:
+    return any(f.name == "vgg_weights" for f in dataclasses.fields(model_cfg))
+
+
+def _check_vgg_option(task_name: str) -> None:
+    """``--vgg-weights`` for a task whose nets use no VGG is a mistake worth one clear line."""
+    from .tasks import get_task, task_names
+
+    if not _uses_vgg(get_task(task_name).Config):
+        users = [t for t in task_names() if _uses_vgg(get_task(t).Config)]
+        raise ImtranslateError(f"--vgg-weights: task {task_name} uses no VGG network, so it takes no VGG weights "
+                               f"(the tasks that do: {', '.join(users)}); leave the option out")
+
+
+def _resumed_task(resume) -> str:
+    from .checkpoint_file import read_meta
+    from .train.loop import find_resume_checkpoint
+
+    return read_meta(find_resume_checkpoint(resume))["task"]
+
+
 def cmd_train(args) -> None:
     from .tasks import load_config
     from .train.loop import train
 
     config, overrides = _split_overrides(args.items)
-    if args.vgg_weights:
-        overrides.append(f"model.vgg_weights={args.vgg_weights}")
     if args.resume:
         if config:
             raise ImtranslateError(f"--resume continues the saved run with its own config; drop {config!r} "
                                    "(options that may change are given as key=value)")
+        if args.vgg_weights:  # the same VGG-19 file, kept elsewhere on this machine
+            _check_vgg_option(_resumed_task(args.resume))
+            overrides.append(f"model.vgg_weights={args.vgg_weights}")
         train(None, resume=args.resume, overrides=overrides, dry_run=args.dry_run)
         return
     cfg = load_config(_find_config(config), overrides)
+    if args.vgg_weights:
+        _check_vgg_option(cfg.task)
+        cfg = load_config(_find_config(config), overrides + [f"model.vgg_weights={args.vgg_weights}"])
     train(cfg, dry_run=args.dry_run)
 
 
@@ -221,6 +249,36 @@ def cmd_tasks(args) -> None:
     for name in task_names():
         doc = (get_task(name).__module__ and sys.modules[get_task(name).__module__].__doc__ or "").strip()
         print(f"{name:<10} {doc.splitlines()[0] if doc else ''}")
+
+
+def cmd_weights(args) -> None:
+    from . import weights
+
+    if args.items[:1] == ["convert"]:
+        if len(args.items) != 3:
+            raise ImtranslateError("usage: imtranslate weights convert IN.pth OUT.safetensors")
+        out = weights.convert_to_safetensors(*args.items[1:])
+        print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+        return
+    lookups = weights.status()
+    if args.items:
+        lookups = [lk for lk in lookups if lk.network.name in args.items]
+        unknown = sorted(set(args.items) - {lk.network.name for lk in lookups})
+        if unknown:
+            raise ImtranslateError(f"unknown network(s) {', '.join(unknown)}; known: {', '.join(weights.NETWORKS)}")
+    print("search order: explicit path (the option below) -> " + " -> ".join(
+        f"{label} {folder}" for label, folder in weights.search_dirs()))
+    for lk in lookups:
+        net = lk.network
+        print(f"\n{net.name:<14} {net.title}" + ("" if net.loader else "  [no loader yet]"))
+        print(f"  {'used by':<10} {net.used_by}")
+        print(f"  {'files':<10} {', '.join(net.files)}" + ("  (or 'random', tests only)" if net.random_ok else ""))
+        print(f"  {'option':<10} {net.option}")
+        print(f"  {'source':<10} {net.source}")
+        print(f"  {'found':<10} {lk.found}" if lk.found else f"  {'found':<10} no (looked for {len(lk.candidates)} paths)")
+    n_found = sum(lk.found is not None for lk in lookups)
+    print(f"\n{n_found} of {len(lookups)} found; nothing is ever downloaded. "
+          "Convert a .pth with: imtranslate weights convert IN.pth OUT.safetensors")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -381,6 +439,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="list the available methods")
     p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("weights", help="list the pretrained networks: files looked for, where, and what was found")
+    p.add_argument("items", nargs="*", metavar="NAME | convert IN.pth OUT.safetensors",
+                   help="only these networks (default: all); or `convert IN.pth OUT.safetensors` to write a .pth "
+                        "state dict (read with weights_only=True) as safetensors")
+    p.set_defaults(func=cmd_weights)
     return ap
 
 

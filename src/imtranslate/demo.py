@@ -26,19 +26,17 @@ from . import vis
 
 def _vgg_choice(vgg_weights, log) -> str:
     """The real ImageNet VGG-19 when the user has it; otherwise the demo says it uses random features."""
-    from .errors import WeightsMissingError
-    from .nets.vgg import resolve_vgg_weights
+    from .weights import locate
 
     if vgg_weights:
         return vgg_weights
-    try:
-        resolve_vgg_weights("imagenet")
+    if locate("vgg19") is not None:  # $IMTRANSLATE_WEIGHTS or the torch hub cache
         return "imagenet"
-    except WeightsMissingError:
-        log("demo: ImageNet VGG-19 weights are not in the torch cache, so the style loss uses a VGG-19 with "
-            "random weights (random conv features still capture texture statistics). Give --vgg-weights PATH "
-            "to use the pretrained network.")
-        return "random"
+    log("demo: the ImageNet VGG-19 weights were not found ($IMTRANSLATE_WEIGHTS or the torch hub cache; "
+        "`imtranslate weights` says where they are looked for), so the style loss uses a VGG-19 with random "
+        "weights (random conv features still capture texture statistics). Give --vgg-weights PATH to use the "
+        "pretrained network.")
+    return "random"
 
 
 def run_demo(out="demo_out", steps: int | None = None, vgg_weights: str | None = None, device: str = "auto",

@@ -1,15 +1,15 @@
 """``imtranslate eval``: a checkpoint's metrics on a folder of held-out pairs.
 
-L1 / PSNR / SSIM always; FID and LPIPS when their pretrained weights are on this machine
-(otherwise the result says which file is missing). Images are translated at their own size
-through the same predictor ``imtranslate translate`` uses.
+L1 / PSNR / SSIM always; FID and LPIPS when their pretrained weights are on this machine, found
+by :mod:`imtranslate.weights` (otherwise the result says which file is missing and where to put
+it). Images are translated at their own size through the same predictor ``imtranslate translate``
+uses.
 """
 from __future__ import annotations
 
 import copy
 from pathlib import Path
 
-import torch
 from torch.utils.data import DataLoader
 
 from .data import build_dataset, check_dataset
@@ -47,20 +47,20 @@ def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1
     # whole images differ in size, so batch only when asked (same-size sets)
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False)
     acc = MetricAccumulator()
-    reals, fakes = [], []
-    want_fid = want_lpips = True
     skipped = {}
     from . import metrics
 
-    status = metrics.optional_metrics_status()
-    fid_path = fid_weights or (metrics.default_weights_path("fid") if status["fid"][0] else None)
-    lpips_path = lpips_weights or (metrics.default_weights_path("lpips") if status["lpips"][0] else None)
-    if fid_path is None:
-        want_fid = False
-        skipped["fid"] = status["fid"][1]
-    if lpips_path is None:
-        want_lpips = False
-        skipped["lpips"] = status["lpips"][1]
+    def weights_or_skip(metric, explicit):
+        """The weights file of ``metric`` (explicit path, $IMTRANSLATE_WEIGHTS, torch hub cache), or None
+        with the reason recorded: FID and LPIPS are optional, so a missing file skips them."""
+        try:
+            return metrics.find_weights(metric, explicit)
+        except WeightsMissingError as e:
+            skipped[metric] = str(e)
+            return None
+
+    fid_path, lpips_path = weights_or_skip("fid", fid_weights), weights_or_skip("lpips", lpips_weights)
+    fid_meter = None
     lpips_sum, n = 0.0, 0
     from tqdm import tqdm
 
@@ -68,21 +68,26 @@ def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1
         out = pred.translate_tensor(batch["A"])
         target = batch["B"].to(out.device)
         acc.update(out, target)
-        if want_fid:
-            reals.append(target.cpu())
-            fakes.append(out.cpu())
-        if want_lpips:
+        if fid_path is not None:
+            try:
+                if fid_meter is None:
+                    fid_meter = metrics.fid_metric(fid_path, out.device)
+                fid_meter.update(target, real=True)  # streamed: only the feature statistics are kept
+                fid_meter.update(out, real=False)
+            except WeightsMissingError as e:
+                fid_path, fid_meter, skipped["fid"] = None, None, str(e)
+        if lpips_path is not None:
             try:
                 lpips_sum += float(metrics.lpips(out, target, weights=lpips_path).sum())
             except WeightsMissingError as e:
-                want_lpips, skipped["lpips"] = False, str(e)
+                lpips_path, skipped["lpips"] = None, str(e)
         n += out.shape[0]
     res = dict(acc.compute())
-    if want_lpips and n:
+    if lpips_path is not None and n:
         res["lpips"] = lpips_sum / n
-    if want_fid:
-        try:
-            res["fid"] = float(metrics.fid(reals, fakes, weights=fid_path))
-        except WeightsMissingError as e:
-            skipped["fid"] = str(e)
+    if fid_meter is not None:
+        if n < 2:
+            skipped["fid"] = f"FID needs at least 2 image pairs, {data_root} has {n}"
+        else:
+            res["fid"] = metrics.fid_value(fid_meter)
     return {"count": n, "metrics": res, "skipped": skipped}

@@ -7,23 +7,29 @@ write. ``pred`` and ``target`` must have the same shape.
 
 Per-image metrics (differentiable, no weights needed)
     * :func:`l1` — mean absolute error, ``(B,)``.
-    * :func:`psnr` — peak signal-to-noise ratio in dB, ``(B,)``; MSE is clamped at 1e-10, so
-      identical images give ``10 * log10(data_range**2 / 1e-10)`` (100 dB for data_range=1).
+    * :func:`psnr` — peak signal-to-noise ratio in dB, ``(B,)``, by :func:`psnr_from_mse`, the one
+      PSNR convention of imtranslate (video's clip PSNR uses it too): the MSE is floored at
+      ``MSE_FLOOR = 1e-10``, so identical images give a finite ``10 * log10(data_range**2 / 1e-10)``
+      (100 dB for data_range=1), never ``inf`` (which would poison means and is not valid JSON).
     * :func:`ssim` — Wang et al. (2004) SSIM, ``(B,)``; see its docstring for the exact
       convention (it matches ``skimage.metrics.structural_similarity`` with Gaussian weights).
     * :class:`MetricAccumulator` — running means of the three over a validation set.
 
-Metrics that need pretrained networks (optional)
-    * :func:`fid` — Fréchet Inception Distance from torchvision's Inception-v3 pool3 features.
-    * :func:`lpips` — LPIPS (Zhang et al. 2018) with a VGG16 or AlexNet backbone.
+Metrics that need pretrained networks (optional), computed by torchmetrics
+    * :func:`fid` — Fréchet Inception Distance (``torchmetrics.image.fid``) of torchvision's
+      Inception-v3 pool3 features.
+    * :func:`lpips` — LPIPS (Zhang et al. 2018; torchmetrics' network) with a VGG16 or AlexNet backbone.
 
-Nothing is ever downloaded. The weights are read from local files; by default from the folder
-named by the ``IMTRANSLATE_WEIGHTS`` environment variable, else ``~/.cache/imtranslate/weights``:
+Nothing is ever downloaded. The weights files are found by :mod:`imtranslate.weights` (explicit
+path, then ``$IMTRANSLATE_WEIGHTS`` — default ``~/.cache/imtranslate/weights`` —, then the torch hub
+cache):
 
-    ============================  ==========================================================
-    ``inception_v3_fid.safetensors``  torchvision Inception-v3 state dict (``.pth`` also read)
-    ``lpips_vgg.safetensors``         backbone + linear layers, see :func:`lpips`
-    ============================  ==========================================================
+    ====================================  ==========================================================
+    ``inception_v3_fid.safetensors``      torchvision Inception-v3 state dict; or torchvision's own
+                                          ``inception_v3_google-0cc3c7bd.pth``
+    ``lpips_vgg.safetensors``             backbone + linear layers, see :func:`lpips`; or
+                                          torchvision's ``vgg16-397923af.pth`` alone
+    ====================================  ==========================================================
 
 :func:`optional_metrics_status` says which are present; asking for a metric whose file is
 missing raises :class:`~imtranslate.errors.WeightsMissingError` naming the expected path.
@@ -42,29 +48,37 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import weights as _weights
 from .errors import WeightsMissingError
 
 __all__ = [
     "l1",
     "psnr",
+    "psnr_from_mse",
+    "MSE_FLOOR",
     "ssim",
     "MetricAccumulator",
     "weights_dir",
     "default_weights_path",
+    "find_weights",
     "optional_metrics_status",
+    "InceptionFeatures",
+    "inception_network",
     "inception_features",
     "feature_statistics",
     "frechet_distance",
     "fid_from_features",
     "fid",
+    "fid_metric",
+    "fid_value",
     "LPIPSNet",
     "lpips",
     "convert_lpips_weights",
 ]
 
-WEIGHTS_ENV = "IMTRANSLATE_WEIGHTS"
-FID_WEIGHTS_NAME = "inception_v3_fid.safetensors"
-LPIPS_WEIGHTS_NAME = "lpips_vgg.safetensors"
+WEIGHTS_ENV = _weights.WEIGHTS_ENV
+FID_WEIGHTS_NAME = _weights.NETWORKS["inception_fid"].files[0]  # "inception_v3_fid.safetensors"
+LPIPS_WEIGHTS_NAME = _weights.NETWORKS["lpips"].files[0]  # "lpips_vgg.safetensors"
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,16 +111,30 @@ def l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (_to01(pred) - _to01(target)).abs().flatten(1).mean(1)
 
 
+MSE_FLOOR = 1e-10  # identical pictures: 10 log10(1 / 1e-10) = 100 dB, a finite "perfect" score
+
+
+def psnr_from_mse(mse, data_range: float = 1.0):
+    """PSNR in dB from a mean squared error (a tensor -> a tensor, a number -> a float).
+
+    The one convention of imtranslate: ``10 * log10(data_range**2 / max(mse, MSE_FLOOR))``, so
+    identical signals give 100 dB (``data_range=1``), never ``inf``.
+    """
+    if isinstance(mse, torch.Tensor):
+        return 10.0 * torch.log10(data_range**2 / mse.clamp_min(MSE_FLOOR))
+    return 10.0 * math.log10(data_range**2 / max(float(mse), MSE_FLOOR))
+
+
 def psnr(pred: torch.Tensor, target: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Peak signal-to-noise ratio per image in dB, shape ``(B,)``.
 
-    ``10 * log10(data_range**2 / max(MSE, 1e-10))`` with the MSE taken in [0, 1] units, so
-    identical images give a finite 100 dB (for ``data_range=1``) instead of infinity. A
-    constant error of ``e`` (in [0, 1] units) gives ``-20 * log10(e)``.
+    :func:`psnr_from_mse` of the MSE taken in [0, 1] units, so identical images give a finite
+    100 dB (for ``data_range=1``) instead of infinity. A constant error of ``e`` (in [0, 1]
+    units) gives ``-20 * log10(e)``.
     """
     _check_pair(pred, target)
     mse = (_to01(pred) - _to01(target)).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-10))
+    return psnr_from_mse(mse, data_range)
 
 
 SSIM_WINDOW = 11
@@ -216,99 +244,41 @@ class MetricAccumulator:
 
 
 # --------------------------------------------------------------------------------------------
-# Local weights
+# Local weights (found by imtranslate.weights: explicit path -> $IMTRANSLATE_WEIGHTS -> torch hub cache)
 # --------------------------------------------------------------------------------------------
-def weights_dir() -> Path:
-    """``$IMTRANSLATE_WEIGHTS`` if set, else ``~/.cache/imtranslate/weights`` (read each call)."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "imtranslate" / "weights"
+_NETWORK = {"fid": "inception_fid", "lpips": "lpips"}
+
+
+weights_dir = _weights.weights_dir  # $IMTRANSLATE_WEIGHTS, else ~/.cache/imtranslate/weights
 
 
 def default_weights_path(metric: str) -> Path:
-    """Where :func:`fid` (``metric="fid"``) or :func:`lpips` (``"lpips"``) look by default."""
-    names = {"fid": FID_WEIGHTS_NAME, "lpips": LPIPS_WEIGHTS_NAME}
-    if metric not in names:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(names)}")
-    return weights_dir() / names[metric]
+    """The preferred file of ``metric`` ("fid" or "lpips") in :func:`weights_dir`."""
+    if metric not in _NETWORK:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {sorted(_NETWORK)}")
+    return weights_dir() / _weights.NETWORKS[_NETWORK[metric]].files[0]
 
 
-_WHAT = {
-    "fid": "a torchvision Inception-v3 state dict (e.g. torchvision's inception_v3_google-*.pth "
-    "saved as safetensors; a .pth path can also be passed as weights=)",
-    "lpips": "one safetensors file holding the VGG16 backbone and the LPIPS linear layers",
-}
-_HOW = {
-    "fid": "",
-    "lpips": " (make it from torchvision's vgg16-*.pth and the official LPIPS v0.1 vgg.pth with "
-    "imtranslate.metrics.convert_lpips_weights(backbone_path, lin_path, out_path))",
-}
-_HOW_TO = {k: _WHAT[k] + _HOW[k] for k in _WHAT}
-
-
-def _missing_message(metric: str, path: Path) -> str:
-    return (
-        f"{metric.upper()} weights not found: {path} does not exist. Put {_WHAT[metric]} there"
-        f"{_HOW[metric]}, or set ${WEIGHTS_ENV} to the folder that holds "
-        f"{default_weights_path(metric).name}. Nothing is downloaded automatically."
-    )
-
-
-def _resolve(metric: str, weights) -> Path:
-    path = Path(weights).expanduser() if weights is not None else default_weights_path(metric)
-    if not path.is_file():
-        raise WeightsMissingError(_missing_message(metric, path))
-    return path
+def find_weights(metric: str, weights=None) -> Path:
+    """The weights file of ``metric`` by the search order; raises WeightsMissingError."""
+    return _weights.find(_NETWORK[metric], weights)
 
 
 def optional_metrics_status() -> dict[str, tuple[bool, str]]:
-    """``{"fid": (available, message), "lpips": (available, message)}`` for the default paths.
+    """``{"fid": (available, message), "lpips": (available, message)}`` for the default search.
 
     The message says where the file was found, or which file is missing and how to get it.
     Only existence is checked; a broken file is reported when the metric is first used.
     """
     out = {}
-    for metric in ("fid", "lpips"):
-        path = default_weights_path(metric)
-        if path.is_file():
-            out[metric] = (True, f"{metric.upper()} weights found at {path}")
-        else:
-            out[metric] = (False, _missing_message(metric, path))
+    for metric, name in _NETWORK.items():
+        path = _weights.locate(name)
+        out[metric] = ((True, f"{metric.upper()} weights found at {path}") if path is not None
+                       else (False, _weights.missing_message(name)))
     return out
 
 
-def _read_state_dict(path: Path, metric: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """(tensors, safetensors metadata) from a .safetensors file or a torch.load-able file."""
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            tensors, meta = {}, {}
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                meta = dict(f.metadata() or {})
-                for k in f.keys():
-                    tensors[k] = f.get_tensor(k)
-            return tensors, meta
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt / wrong format
-        raise WeightsMissingError(
-            f"{path}: cannot be read as {metric.upper()} weights ({type(e).__name__}: {e}). "
-            f"Expected {_HOW_TO[metric]}."
-        ) from e
-    for key in ("state_dict", "model", "net"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise WeightsMissingError(f"{path}: holds a {type(obj).__name__}, not a state dict")
-    tensors = {}
-    for k, v in obj.items():
-        if isinstance(v, torch.Tensor):
-            tensors[k[len("module."):] if k.startswith("module.") else k] = v
-    return tensors, {}
-
-
-def _load_into(module: nn.Module, state: dict, path: Path, metric: str) -> None:
+def _load_into(module: nn.Module, state: dict, path: Path, what: str) -> None:
     """Strict load that tolerates missing BatchNorm ``num_batches_tracked`` counters."""
     for m in module.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_batches_tracked is not None:
@@ -316,24 +286,16 @@ def _load_into(module: nn.Module, state: dict, path: Path, metric: str) -> None:
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatch
-        raise WeightsMissingError(
-            f"{path}: tensors do not fit the {metric.upper()} network: {e}"
-        ) from e
+        raise WeightsMissingError(f"{path}: tensors do not fit the {what} network: {str(e).splitlines()[0]}") from e
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
         def short(keys):
             return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
 
-        problems = []
-        if missing:
-            problems.append(f"missing {short(missing)}")
-        if unexpected:
-            problems.append(f"unexpected {short(unexpected)}")
-        raise WeightsMissingError(
-            f"{path}: not a {metric.upper()} weights file ({'; '.join(problems)}). "
-            f"Expected {_HOW_TO[metric]}."
-        )
+        problems = ([f"missing {short(missing)}"] if missing else []) + (
+            [f"unexpected {short(unexpected)}"] if unexpected else [])
+        raise WeightsMissingError(f"{path}: not a {what} weights file ({'; '.join(problems)})")
 
 
 def _file_key(path: Path) -> tuple[str, int, int]:
@@ -342,32 +304,65 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 
 
 # --------------------------------------------------------------------------------------------
-# FID
+# FID: torchmetrics' FrechetInceptionDistance, fed torchvision's Inception-v3 from a local file
 # --------------------------------------------------------------------------------------------
+# Why not torchmetrics' own Inception: `FrechetInceptionDistance(feature=2048)` builds
+# torch-fidelity's FeatureExtractorInceptionV3, which needs the torch-fidelity package and fetches
+# pt_inception-2015-12-05-6726825d.pth from GitHub when it is constructed (tried offline: it cannot
+# be built without that download). torchmetrics accepts any feature extractor module instead, so it
+# gets the same torchvision Inception-v3 pool3 features imtranslate always used, from the local file
+# of :mod:`imtranslate.weights`; the statistics and the distance are torchmetrics'.
 FID_SIZE = 299
 
 
-def _build_inception() -> nn.Module:
-    import torchvision
+class InceptionFeatures(nn.Module):
+    """torchvision Inception-v3 pool3 features ``float64 (N, 2048)`` of pictures in [-1, 1].
 
-    # Built on the meta device (no time spent initialising weights that are overwritten).
-    with torch.device("meta"):
-        net = torchvision.models.inception_v3(
-            weights=None, aux_logits=False, init_weights=False, transform_input=False
-        )
-    net.fc = nn.Identity()  # forward() now returns the 2048-d pool3 features
-    return net.to_empty(device="cpu")
+    Each picture is clamped, grey repeated to three channels, resized to 299x299 (bilinear, as
+    pytorch-fid does) and fed in [-1, 1], the range torchvision's weights expect with
+    ``transform_input=False``. ``num_features`` tells torchmetrics the feature size.
+    """
+
+    num_features = 2048
+
+    def __init__(self, state: dict[str, torch.Tensor], path: Path):
+        super().__init__()
+        import torchvision
+
+        with torch.device("meta"):  # no time spent initialising weights that are overwritten
+            net = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=False,
+                                                  transform_input=False)
+        net.fc = nn.Identity()  # forward() now returns the 2048-d pool3 features
+        self.net = net.to_empty(device="cpu")
+        state = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}
+        _load_into(self.net, state, path, "Inception-v3 (FID)")
+        self.net.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> InceptionFeatures:
+        return super().train(False)  # frozen: batch-norm statistics must never update
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32).clamp(-1.0, 1.0)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        elif x.shape[1] != 3:
+            raise ValueError(f"FID needs 1- or 3-channel images, got {x.shape[1]} channels")
+        if x.shape[-2:] != (FID_SIZE, FID_SIZE):
+            x = F.interpolate(x, size=(FID_SIZE, FID_SIZE), mode="bilinear", align_corners=False)
+        return self.net(x).double()  # (N, 2048); float64 so torchmetrics returns a float64 distance
 
 
 @functools.lru_cache(maxsize=2)
-def _inception_cached(key: tuple, device: str) -> nn.Module:
+def _inception_cached(key: tuple, device: str) -> InceptionFeatures:
     path = Path(key[0])
-    state, _ = _read_state_dict(path, "fid")
-    state = {k: v for k, v in state.items() if not k.startswith(("AuxLogits.", "fc."))}
-    net = _build_inception()
-    _load_into(net, state, path, "fid")
-    net.eval().requires_grad_(False)
-    return net.to(device)
+    state, _ = _weights.read_state_dict(path, "Inception-v3 (FID) weights")
+    return InceptionFeatures(state, path).to(device)
+
+
+def inception_network(weights=None, device="cpu") -> InceptionFeatures:
+    """The (cached) :class:`InceptionFeatures` from ``weights`` or the search order."""
+    return _inception_cached(_file_key(find_weights("fid", weights)), str(torch.device(device)))
 
 
 def _as_batches(images) -> Iterable[torch.Tensor]:
@@ -381,33 +376,43 @@ def _as_batches(images) -> Iterable[torch.Tensor]:
 
 @torch.no_grad()
 def inception_features(images, *, weights=None, batch_size: int = 32, device=None) -> np.ndarray:
-    """Inception-v3 pool3 features, ``float64 (N, 2048)``.
-
-    ``images``: a ``(N, C, H, W)`` tensor in [-1, 1] (C = 1 or 3) or an iterable of such
-    batches (e.g. a DataLoader's target tensors). Each image is resized to 299x299 (bilinear,
-    as pytorch-fid does) and fed in [-1, 1], the range torchvision's Inception weights expect
-    with ``transform_input=False``; grey images are repeated to three channels.
-    """
-    path = _resolve("fid", weights)
-    feats = []
-    net = dev = None
+    """Inception-v3 pool3 features, ``float64 (N, 2048)``, of a ``(N, C, H, W)`` tensor in [-1, 1]
+    (C = 1 or 3) or an iterable of such batches; see :class:`InceptionFeatures`."""
+    path = find_weights("fid", weights)
+    feats, net, dev = [], None, None
     for batch in _as_batches(images):
         if net is None:  # everything runs where the first batch is (or on `device`)
             dev = torch.device(device) if device is not None else batch.device
-            net = _inception_cached(_file_key(path), str(dev))
-        for chunk in batch.split(batch_size):
-            x = chunk.to(dev, torch.float32).clamp(-1.0, 1.0)
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            elif x.shape[1] != 3:
-                raise ValueError(f"FID needs 1- or 3-channel images, got {x.shape[1]} channels")
-            if x.shape[-2:] != (FID_SIZE, FID_SIZE):
-                x = F.interpolate(x, size=(FID_SIZE, FID_SIZE), mode="bilinear",
-                                  align_corners=False)
-            feats.append(net(x).double().cpu())
+            net = inception_network(path, dev)
+        feats += [net(chunk.to(dev)).cpu() for chunk in batch.split(batch_size)]
     if not feats:
         raise ValueError("FID got no images")
     return torch.cat(feats).numpy()
+
+
+class _Given(nn.Module):
+    """Feature "extractor" that passes precomputed ``(N, D)`` features through to torchmetrics."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.double()
+
+
+def fid_value(metric) -> float:
+    """The metric's distance, floored at 0: torchmetrics' eigenvalue route leaves round-off of
+    about 1e-7 (20-d) to 1e-3 (2048-d, few images) below zero for identical sets (measured), and a
+    squared distance is never negative."""
+    return max(0.0, float(metric.compute()))
+
+
+def _fid_metric(extractor: nn.Module):
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    # normalize=False: torchmetrics passes the input unchanged to a custom extractor
+    return FrechetInceptionDistance(feature=extractor, normalize=False)
 
 
 def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
@@ -418,181 +423,161 @@ def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
-def _sym_sqrt(a: np.ndarray) -> np.ndarray:
-    """Square root of a symmetric positive semi-definite matrix (negative eigenvalues -> 0)."""
-    w, v = np.linalg.eigh((a + a.T) * 0.5)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2), by torchmetrics' formula:
+    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 sum(sqrt(eig(sigma1 sigma2)))`` in float64."""
+    from torchmetrics.image.fid import _compute_fid
 
-
-def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
-    """``tr(sqrt(s1 @ s2))`` for symmetric PSD s1, s2, with eigen-decompositions only.
-
-    ``s1 @ s2`` is not symmetric, but it is similar to ``A = sqrt(s1) @ s2 @ sqrt(s1)``
-    (conjugate by ``sqrt(s1)``), which is symmetric PSD. Similar matrices share eigenvalues, and
-    the trace of a matrix square root is the sum of the square roots of its eigenvalues, so
-    ``tr(sqrt(s1 s2)) = sum(sqrt(eig(A)))``.
-    """
-    r1 = _sym_sqrt(s1)
-    a = r1 @ s2 @ r1
-    w = np.linalg.eigvalsh((a + a.T) * 0.5)
-    return float(np.sqrt(np.clip(w, 0.0, None)).sum())
-
-
-def _trace_sqrt_product_scipy(s1: np.ndarray, s2: np.ndarray) -> float:
-    import warnings
-
-    from scipy import linalg
-
-    with warnings.catch_warnings():  # singular input is detected and handled below
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(s1 @ s2)
-        if not np.isfinite(covmean).all():  # singular product: nudge both diagonals
-            off = np.eye(s1.shape[0]) * 1e-6
-            covmean = linalg.sqrtm((s1 + off) @ (s2 + off))
-    if np.iscomplexobj(covmean):
-        if not np.isfinite(covmean).all() or np.abs(covmean.imag).max() > 1e-3 * max(
-            1.0, np.abs(covmean.real).max()
-        ):
-            return _trace_sqrt_product_eigh(s1, s2)  # sqrtm went numerically astray
-        covmean = covmean.real
-    if not np.isfinite(covmean).all():
-        return _trace_sqrt_product_eigh(s1, s2)
-    return float(np.trace(covmean))
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, *, method: str = "auto") -> float:
-    """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2).
-
-    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr(sqrt(sigma1 sigma2))``.
-
-    ``method``: ``"scipy"`` (``scipy.linalg.sqrtm``, the usual FID route), ``"eigh"`` (numpy
-    only, via the symmetric form ``sqrt(sigma1) sigma2 sqrt(sigma1)``), or ``"auto"``
-    (scipy when importable, else eigh).
-    """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+    t = [torch.as_tensor(np.asarray(v, np.float64)) for v in (mu1, sigma1, mu2, sigma2)]
+    t = [t[0].reshape(-1), t[1].reshape(t[0].numel(), -1), t[2].reshape(-1), t[3].reshape(t[2].numel(), -1)]
+    if t[0].shape != t[2].shape or t[1].shape != t[3].shape or t[1].shape != (t[0].numel(),) * 2:
         raise ValueError("mean/covariance shapes do not match")
-    if method == "auto":
-        try:
-            import scipy.linalg  # noqa: F401
-
-            method = "scipy"
-        except ImportError:
-            method = "eigh"
-    if method == "scipy":
-        tr_covmean = _trace_sqrt_product_scipy(s1, s2)
-    elif method == "eigh":
-        tr_covmean = _trace_sqrt_product_eigh(s1, s2)
-    else:
-        raise ValueError(f"method must be 'auto', 'scipy' or 'eigh', got {method!r}")
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+    return float(_compute_fid(*t))
 
 
-def fid_from_features(real_features, fake_features, *, method: str = "auto") -> float:
-    """FID from two ``(N, D)`` feature arrays (e.g. cached real-image features).
+def fid_from_features(real_features, fake_features) -> float:
+    """FID from two ``(N, D)`` feature arrays (e.g. cached real-image features), N >= 2 each."""
+    f1 = torch.as_tensor(np.asarray(real_features, np.float64))
+    f2 = torch.as_tensor(np.asarray(fake_features, np.float64))
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"need two (N, D) feature arrays of one D, got {tuple(f1.shape)} and {tuple(f2.shape)}")
+    if min(f1.shape[0], f2.shape[0]) < 2:
+        raise ValueError("FID needs at least 2 feature vectors in each set")
+    metric = _fid_metric(_Given(f1.shape[1]))
+    metric.update(f1, real=True)
+    metric.update(f2, real=False)
+    return fid_value(metric)
 
-    When both sets have at most D images (then both covariances are singular and
-    ``sqrtm`` is slow and inaccurate) the trace term is computed exactly in sample space:
-    with centred features X1, X2, ``tr(sqrt(S1 S2)) = ||X1 X2^T||_* / sqrt((n1-1)(n2-1))``
-    (nuclear norm: the non-zero eigenvalues of ``S1 S2`` are the squared singular values of
-    ``X1 X2^T`` up to that factor). Otherwise :func:`frechet_distance` with ``method``.
+
+def fid_metric(weights=None, device="cpu"):
+    """A streaming FID: torchmetrics' ``FrechetInceptionDistance`` on :class:`InceptionFeatures`.
+
+    ``m.update(images, real=True|False)`` with ``(N, C, H, W)`` tensors in [-1, 1] on ``device``;
+    :func:`fid_value` ``(m)`` gives the distance. Only the 2048-d sums are kept, never the images.
     """
-    f1 = np.asarray(real_features, dtype=np.float64)
-    f2 = np.asarray(fake_features, dtype=np.float64)
-    mu1, s1 = feature_statistics(f1)
-    mu2, s2 = feature_statistics(f2)
-    if f1.shape[1] != f2.shape[1]:
-        raise ValueError(f"feature sizes differ: {f1.shape[1]} vs {f2.shape[1]}")
-    (n1, d), n2 = f1.shape, f2.shape[0]
-    if n1 > d or n2 > d:
-        return frechet_distance(mu1, s1, mu2, s2, method=method)
-    x1, x2 = f1 - mu1, f2 - mu2
-    tr_covmean = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / math.sqrt((n1 - 1) * (n2 - 1))
-    diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+    return _fid_metric(inception_network(weights, device)).to(device)
 
 
-def fid(real_images, fake_images, weights=None, *, batch_size: int = 32, device=None,
-        method: str = "auto") -> float:
+@torch.no_grad()
+def fid(real_images, fake_images, weights=None, *, batch_size: int = 32, device=None) -> float:
     """Fréchet Inception Distance between two image sets (lower is better).
 
     ``real_images`` / ``fake_images``: ``(N, C, H, W)`` tensors in [-1, 1] or iterables of such
-    batches; at least 2 images each (FID is only meaningful with thousands). ``weights``: path
-    of the Inception-v3 state dict, default :func:`default_weights_path` ``("fid")``. Features
-    are torchvision Inception-v3's 2048-d pool3 output (see :func:`inception_features`); the
-    distance is :func:`fid_from_features` (``method`` as in :func:`frechet_distance`).
+    batches (streamed: only the 2048-d statistics are kept); at least 2 images each (FID is only
+    meaningful with thousands). ``weights``: the Inception-v3 file, default the search order of
+    :mod:`imtranslate.weights` (network ``inception_fid``). Features: :class:`InceptionFeatures`;
+    statistics and distance: ``torchmetrics.image.fid.FrechetInceptionDistance``.
 
     Raises :class:`~imtranslate.errors.WeightsMissingError` when the weights file is missing.
     Note: torchvision's ImageNet Inception weights give numbers close to, but not identical
     with, the TF-Inception FID of published papers.
     """
-    kw = dict(weights=weights, batch_size=batch_size, device=device)
-    return fid_from_features(
-        inception_features(real_images, **kw), inception_features(fake_images, **kw), method=method
-    )
+    path = find_weights("fid", weights)
+    metric = dev = None
+    for real, images in ((True, real_images), (False, fake_images)):
+        n = 0
+        for batch in _as_batches(images):
+            if metric is None:  # everything runs where the first batch is (or on `device`)
+                dev = torch.device(device) if device is not None else batch.device
+                metric = fid_metric(path, dev)
+            for chunk in batch.split(batch_size):
+                metric.update(chunk.to(dev), real=real)
+            n += batch.shape[0]
+        if n < 2:
+            raise ValueError(f"FID needs at least 2 {'real' if real else 'generated'} images, got {n}")
+    return fid_value(metric)
 
 
 # --------------------------------------------------------------------------------------------
-# LPIPS
+# LPIPS: torchmetrics' LPIPS network, weights from one local file
 # --------------------------------------------------------------------------------------------
-# Per backbone: torchvision constructor, how many `features` modules are used, and the
-# [start, end) ranges of `features` after which a layer's activation is compared.
-_LPIPS_NETS = {
-    "vgg": ("vgg16", 30, [(0, 4), (4, 9), (9, 16), (16, 23), (23, 30)], [64, 128, 256, 512, 512]),
-    "alex": ("alexnet", 12, [(0, 2), (2, 5), (5, 8), (8, 10), (10, 12)], [64, 192, 384, 256, 256]),
+# Why not `torchmetrics.image.LearnedPerceptualImagePatchSimilarity(net_type="vgg")` itself: its
+# constructor loads the ImageNet backbone through torchvision, which downloads it unless it is in the
+# torch hub cache (tried offline: URLError), and it cannot be pointed at a file. So the same network
+# module (`_LPIPS`, torchmetrics' port of the official LPIPS v0.1) is built with random weights and
+# the local tensors are loaded into it; the forward pass is torchmetrics'. The linear layers come
+# from the local file or, for a bare torchvision backbone file, from the copy torchmetrics ships.
+_LPIPS_NETS = {  # backbone -> (features modules used, channels of the five compared layers)
+    "vgg": (30, [64, 128, 256, 512, 512]),
+    "alex": (12, [64, 192, 384, 256, 256]),
 }
 LPIPS_FORMAT = "imtranslate-lpips-v1"
+_FEATURE_KEY = re.compile(r"^features\.(\d+)\.(weight|bias)$")
+_LIN_KEY = re.compile(r"^(?:.*\.)?lin(\d+)\.(?:model\.)?(?:\d+\.)?weight$")
+
+
+def _tm_lpips(net: str) -> nn.Module:
+    """torchmetrics' LPIPS module for ``net``, built without reading or initialising any weights."""
+    from torchmetrics.functional.image.lpips import ScalingLayer, _NoTrainLpips
+
+    with torch.device("meta"):  # the random init of torchvision's whole VGG16 takes seconds
+        m = _NoTrainLpips(pretrained=False, net=net, pnet_rand=True, use_dropout=True)
+    m = m.to_empty(device="cpu")
+    m.scaling_layer = ScalingLayer()  # its constants are buffers, not weights: rebuild them off "meta"
+    return m
 
 
 class LPIPSNet(nn.Module):
-    """LPIPS v0.1 network (Zhang et al. 2018): distances between unit-normalised deep features.
+    """LPIPS v0.1 (Zhang et al. 2018) as torchmetrics computes it: ``forward(pred, target) -> (B,)``.
 
-    ``forward(pred, target) -> (B,)``. Inputs in [-1, 1], 3 channels (grey is repeated),
-    at least 32x32 pixels (VGG) / 64x64 (AlexNet) for meaningful deep layers.
+    Inputs in [-1, 1] (clamped), 1 or 3 channels (grey is repeated), at least 32x32 pixels (VGG) /
+    64x64 (AlexNet) for meaningful deep layers. A freshly constructed net has random backbone
+    weights and non-negative random linear weights (tests only).
 
-    State-dict keys (exactly those of the single weights file, see :func:`lpips`):
+    The weights file layout (:meth:`file_state_dict`, read by :func:`lpips`):
     ``features.{i}.weight|bias`` — torchvision's ``vgg16().features`` (i < 30) or
     ``alexnet().features`` (i < 12) indices, unchanged; ``lin.{k}.weight`` — ``(1, C_k, 1, 1)``
-    for k = 0..4. A freshly constructed net has random backbone weights and non-negative
-    random linear weights (useful for tests only).
+    for k = 0..4.
     """
 
     def __init__(self, net: str = "vgg"):
         super().__init__()
-        import torchvision
-
         if net not in _LPIPS_NETS:
             raise ValueError(f"LPIPS backbone must be one of {sorted(_LPIPS_NETS)}, got {net!r}")
-        ctor, n_used, self._slices, chans = _LPIPS_NETS[net]
         self.net = net
-        with torch.device("meta"):  # skip initialising the (large) classifier
-            backbone = getattr(torchvision.models, ctor)(weights=None)
-        self.features = backbone.features[:n_used].to_empty(device="cpu")
-        for m in self.features.modules():
-            if isinstance(m, nn.Conv2d):
-                m.reset_parameters()
-        self.lin = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in chans)
+        self.lpips = _tm_lpips(net)
         with torch.no_grad():
-            for conv in self.lin:
-                conv.weight.abs_()
-        # Input scaling of the official implementation ([-1, 1] -> ImageNet-like statistics).
-        self.register_buffer(
-            "shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1), persistent=False
-        )
-        self.register_buffer(
-            "scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1), persistent=False
-        )
+            for m in self.lpips.modules():
+                if isinstance(m, nn.Conv2d):
+                    m.reset_parameters()
+            for lin in self.lpips.lins:
+                lin.model[-1].weight.abs_()
 
-    def _activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = (x - self.shift) / self.scale
-        outs = []
-        for start, end in self._slices:
-            for i in range(start, end):
-                h = self.features[i](h)
-            outs.append(h)
-        return outs
+    def _convs(self) -> dict[int, nn.Conv2d]:
+        """torchvision ``features`` index -> conv module (torchmetrics keeps the indices as names)."""
+        return {int(i): m for s in range(1, 6) for i, m in getattr(self.lpips.net, f"slice{s}").named_children()
+                if isinstance(m, nn.Conv2d)}
+
+    def file_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors in the layout of the weights file (see the class docstring)."""
+        out = {}
+        for i, conv in self._convs().items():
+            out[f"features.{i}.weight"], out[f"features.{i}.bias"] = conv.weight.detach(), conv.bias.detach()
+        for k, lin in enumerate(self.lpips.lins):
+            out[f"lin.{k}.weight"] = lin.model[-1].weight.detach()
+        return out
+
+    def load_file_state_dict(self, state: dict[str, torch.Tensor], path="the weights") -> None:
+        """Load tensors in the file layout; every tensor must be there with its shape."""
+        convs, n_lin = self._convs(), len(self.lpips.lins)
+        want = [f"features.{i}.{p}" for i in convs for p in ("weight", "bias")] + [f"lin.{k}.weight" for k in range(n_lin)]
+        missing = [k for k in want if k not in state]
+        unexpected = [k for k in state if k not in want]
+        if missing or unexpected:
+            raise WeightsMissingError(
+                f"{path}: not an LPIPS ({self.net}) weights file ("
+                + "; ".join(([f"missing {', '.join(missing[:5])}"] if missing else [])
+                            + ([f"unexpected {', '.join(unexpected[:5])}"] if unexpected else []))
+                + f"). Expected {_weights.NETWORKS['lpips'].hint}")
+        targets = {**{f"features.{i}.weight": c.weight for i, c in convs.items()},
+                   **{f"features.{i}.bias": c.bias for i, c in convs.items()},
+                   **{f"lin.{k}.weight": lin.model[-1].weight for k, lin in enumerate(self.lpips.lins)}}
+        with torch.no_grad():
+            for k, t in targets.items():
+                if state[k].shape != t.shape:
+                    raise WeightsMissingError(f"{path}: {k} has shape {tuple(state[k].shape)}, the LPIPS "
+                                              f"({self.net}) network needs {tuple(t.shape)}")
+                t.copy_(state[k])
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair(pred, target)
@@ -600,23 +585,13 @@ class LPIPSNet(nn.Module):
             pred, target = pred.expand(-1, 3, -1, -1), target.expand(-1, 3, -1, -1)
         elif pred.shape[1] != 3:
             raise ValueError(f"LPIPS needs 1- or 3-channel images, got {pred.shape[1]}")
-        dtype = self.shift.dtype
-        x = pred.to(dtype).clamp(-1.0, 1.0)
-        y = target.to(dtype).clamp(-1.0, 1.0)
-        # One pass over both images (the in-place ReLUs never touch a kept activation: every
-        # slice ends with a ReLU and the next starts with a pool or a conv).
-        acts = self._activations(torch.cat([x, y]))
-        total = pred.new_zeros(pred.shape[0], dtype=dtype)
-        for a, lin in zip(acts, self.lin):
-            a = a / (a.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10)
-            fx, fy = a.chunk(2)
-            total = total + lin((fx - fy).pow(2)).mean(dim=(1, 2, 3))
-        return total
+        dtype = self.lpips.scaling_layer.shift.dtype
+        x, y = pred.to(dtype).clamp(-1.0, 1.0), target.to(dtype).clamp(-1.0, 1.0)
+        return self.lpips(x, y).flatten()  # (B, 1, 1, 1) -> (B,)
 
     def save(self, path) -> Path:
         """Write this net as a single LPIPS weights file (the layout :func:`lpips` reads)."""
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        return _write_lpips_file(state, self.net, path)
+        return _write_lpips_file({k: v.cpu() for k, v in self.file_state_dict().items()}, self.net, path)
 
 
 def _write_lpips_file(state: dict, net: str, out_path) -> Path:
@@ -638,19 +613,56 @@ def _guess_lpips_net(state: dict) -> str | None:
     return "alex" if w.shape[-1] == 11 else "vgg" if w.shape[-1] == 3 else None
 
 
+def _bundled_lins(net: str) -> Path:
+    """The official LPIPS v0.1 linear layers that torchmetrics ships (``lpips_models/<net>.pth``)."""
+    import torchmetrics.functional.image.lpips as tm_lpips
+
+    return Path(tm_lpips.__file__).parent / "lpips_models" / f"{net}.pth"
+
+
+def _lpips_state(backbone: dict, lin_state: dict, backbone_path, lin_path) -> tuple[dict, str]:
+    """File-layout tensors from a torchvision backbone state dict and LPIPS linear layers."""
+    net = _guess_lpips_net(backbone)
+    if net is None:
+        raise WeightsMissingError(f"{backbone_path}: not a torchvision VGG16/AlexNet checkpoint "
+                                  "(no 'features.0.weight' with a 3x3 or 11x11 kernel)")
+    n_used, chans = _LPIPS_NETS[net]
+    state = {}
+    for k, v in backbone.items():
+        m = _FEATURE_KEY.match(k)
+        if m and int(m.group(1)) < n_used:
+            state[k] = v.float()
+    lins = {}
+    for k, v in lin_state.items():
+        m = _LIN_KEY.match(k)
+        if m and v.ndim == 4 and v.shape[0] == 1:
+            lins[int(m.group(1))] = v.float()
+    if sorted(lins) != list(range(5)):
+        raise WeightsMissingError(f"{lin_path}: expected LPIPS linear layers lin0..lin4 (keys like "
+                                  f"'lin0.model.1.weight'), found {sorted(lins) or 'none'}")
+    for k, c in enumerate(chans):
+        if lins[k].shape[1] != c:
+            raise WeightsMissingError(f"{lin_path}: lin{k} has {lins[k].shape[1]} channels but the {net} backbone "
+                                      f"in {backbone_path} gives {c}; use the LPIPS file made for {net}")
+        state[f"lin.{k}.weight"] = lins[k]
+    return state, net
+
+
 @functools.lru_cache(maxsize=2)
 def _lpips_cached(key: tuple, device: str) -> LPIPSNet:
     path = Path(key[0])
-    state, meta = _read_state_dict(path, "lpips")
-    net = meta.get("net") or _guess_lpips_net(state)
+    state, meta = _weights.read_state_dict(path, "LPIPS weights")
+    if not any(k.startswith("lin") for k in state):  # a bare torchvision backbone (e.g. the hub cache's)
+        state, net = _lpips_state(state, _weights.read_state_dict(_bundled_lins(_guess_lpips_net(state) or "vgg"),
+                                                                  "LPIPS linear layers")[0],
+                                  path, "torchmetrics' LPIPS linear layers")
+    else:
+        net = meta.get("net") or _guess_lpips_net(state)
     if net not in _LPIPS_NETS:
-        raise WeightsMissingError(
-            f"{path}: not an LPIPS weights file (no 'features.0.weight' of a VGG16 or AlexNet). "
-            f"Expected {_HOW_TO['lpips']}."
-        )
+        raise WeightsMissingError(f"{path}: not an LPIPS weights file (no 'features.0.weight' of a VGG16 or "
+                                  f"AlexNet). {_weights.NETWORKS['lpips'].hint}")
     model = LPIPSNet(net)
-    _load_into(model, state, path, "lpips")
-    model.eval().requires_grad_(False)
+    model.load_file_state_dict(state, path)
     return model.to(device)
 
 
@@ -660,8 +672,9 @@ def lpips(pred: torch.Tensor, target: torch.Tensor, weights=None) -> torch.Tenso
     Inputs: ``(B, C, H, W)`` in [-1, 1], C = 1 or 3. Gradients flow to the inputs (the
     network itself is frozen), so it can also serve as a loss.
 
-    ``weights``: ONE safetensors file (default :func:`default_weights_path` ``("lpips")``,
-    i.e. ``lpips_vgg.safetensors``) holding, as float tensors:
+    ``weights``: a file, default the search order of :mod:`imtranslate.weights` (network
+    ``lpips``): ``lpips_vgg.safetensors``, else torchvision's ``vgg16-397923af.pth``. Either ONE
+    safetensors file holding, as float tensors:
 
     ====================================  ==================================================
     ``features.{i}.weight``, ``.bias``    torchvision backbone convolutions, torchvision's
@@ -674,16 +687,14 @@ def lpips(pred: torch.Tensor, target: torch.Tensor, weights=None) -> torch.Tenso
     ====================================  ==================================================
 
     and the header metadata ``{"format": "imtranslate-lpips-v1", "net": "vgg" | "alex"}``
-    (without it the backbone is recognised from ``features.0.weight``'s kernel size).
-    :func:`convert_lpips_weights` writes this file from the two files a user downloads.
+    (without it the backbone is recognised from ``features.0.weight``'s kernel size),
+    as :func:`convert_lpips_weights` writes; or a bare torchvision VGG16/AlexNet checkpoint, whose
+    linear layers are then the official v0.1 ones that torchmetrics ships.
     Raises :class:`~imtranslate.errors.WeightsMissingError` when it is missing or unusable.
     """
-    path = _resolve("lpips", weights)
+    path = find_weights("lpips", weights)
     model = _lpips_cached(_file_key(path), str(pred.device))
     return model(pred, target)
-
-
-_LIN_KEY = re.compile(r"^(?:.*\.)?lin(\d+)\.(?:model\.)?(?:\d+\.)?weight$")
 
 
 def convert_lpips_weights(backbone_path, lin_path, out_path) -> Path:
@@ -700,38 +711,7 @@ def convert_lpips_weights(backbone_path, lin_path, out_path) -> Path:
     for p in (backbone_path, lin_path):
         if not p.is_file():
             raise WeightsMissingError(f"{p} does not exist")
-    backbone, _ = _read_state_dict(backbone_path, "lpips")
-    lin_state, _ = _read_state_dict(lin_path, "lpips")
-    net = _guess_lpips_net(backbone)
-    if net is None:
-        raise WeightsMissingError(
-            f"{backbone_path}: not a torchvision VGG16/AlexNet checkpoint "
-            "(no 'features.0.weight' with a 3x3 or 11x11 kernel)"
-        )
-    _, n_used, _, chans = _LPIPS_NETS[net]
-    state = {}
-    for k, v in backbone.items():
-        m = re.match(r"^features\.(\d+)\.(weight|bias)$", k)
-        if m and int(m.group(1)) < n_used:
-            state[k] = v.float()
-    lins = {}
-    for k, v in lin_state.items():
-        m = _LIN_KEY.match(k)
-        if m and v.ndim == 4 and v.shape[0] == 1:
-            lins[int(m.group(1))] = v.float()
-    if sorted(lins) != list(range(5)):
-        raise WeightsMissingError(
-            f"{lin_path}: expected LPIPS linear layers lin0..lin4 (keys like "
-            f"'lin0.model.1.weight'), found {sorted(lins) or 'none'}"
-        )
-    for k, c in enumerate(chans):
-        if lins[k].shape[1] != c:
-            raise WeightsMissingError(
-                f"{lin_path}: lin{k} has {lins[k].shape[1]} channels but the {net} backbone in "
-                f"{backbone_path} gives {c}; use the LPIPS file made for {net}"
-            )
-        state[f"lin.{k}.weight"] = lins[k]
-    # Check completeness against the network before writing anything.
-    model = LPIPSNet(net)
-    _load_into(model, state, backbone_path, "lpips")
+    state, net = _lpips_state(_weights.read_state_dict(backbone_path, "LPIPS backbone")[0],
+                              _weights.read_state_dict(lin_path, "LPIPS linear layers")[0], backbone_path, lin_path)
+    LPIPSNet(net).load_file_state_dict(state, backbone_path)  # complete and of the right shapes, before writing
     return _write_lpips_file(state, net, out_path)

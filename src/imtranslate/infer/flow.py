@@ -16,7 +16,8 @@ Flow methods are registered by name (:data:`FLOW_METHODS`, :func:`build_flow`):
 ``dis-medium``     OpenCV DIS, MEDIUM preset (more accurate, ~5-10x slower)
 ``farneback``      OpenCV Farneback (dense polynomial expansion)
 ``raft``           torchvision RAFT (small or large, told apart by the weights) from a
-                   **local** weights file; nothing is ever downloaded
+                   **local** weights file (``--raft-weights``, else found by
+                   :mod:`imtranslate.weights`); nothing is ever downloaded
 =================  =================================================================
 
 Add a method with :func:`register_flow`; any object with ``estimate(prev, cur)`` also works
@@ -31,10 +32,11 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, WeightsMissingError
+from ..weights import NETWORKS, find, locate, missing_message, read_state_dict
 
 __all__ = [
     "FlowEstimator", "DISFlow", "FarnebackFlow", "RAFTFlow", "FLOW_METHODS", "register_flow", "build_flow",
-    "flow_names", "warp", "occlusion_mask", "scene_cut_score", "is_scene_cut", "to_grey",
+    "flow_names", "find_raft_weights", "warp", "occlusion_mask", "scene_cut_score", "is_scene_cut", "to_grey",
 ]
 
 
@@ -104,8 +106,8 @@ class RAFTFlow(FlowEstimator):
 
     Args:
         weights: a ``.pth`` / ``.pt`` / ``.safetensors`` state dict of torchvision's
-            ``raft_small`` or ``raft_large`` (e.g. the file torchvision would have put in
-            ``~/.cache/torch/hub/checkpoints/raft_large_C_T_SKHT_V2-ff5fadd5.pth``).
+            ``raft_small`` or ``raft_large``; None searches ``$IMTRANSLATE_WEIGHTS`` and the torch hub
+            cache (``raft_large_C_T_SKHT_V2-ff5fadd5.pth``, ...) as :func:`find_raft_weights` says.
         size: ``"auto"`` (read from the weights), ``"small"`` or ``"large"``.
         device: ``"cpu"``, ``"cuda"``, ...; ``"auto"`` picks CUDA when present.
         iterations: refinement iterations (torchvision's default 12).
@@ -117,16 +119,8 @@ class RAFTFlow(FlowEstimator):
         import torch
         from torchvision.models.optical_flow import raft_large, raft_small
 
-        if not weights:
-            raise WeightsMissingError(
-                "flow method 'raft' needs a local weights file of torchvision's raft_small or raft_large "
-                "(give --raft-weights PATH / raft_weights=PATH); imtranslate never downloads weights. "
-                "Use --flow dis-fast (the default) to run without any weights.")
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsMissingError(f"{path}: RAFT weights file not found (give the path of a torchvision "
-                                      "raft_small / raft_large state dict, .pth or .safetensors)")
-        state = _load_state_dict(path)
+        path = find_raft_weights(weights, size)
+        state, _ = read_state_dict(path, "RAFT weights")
         if size == "auto":
             # the feature encoder's first conv has 64 filters in raft_large and 32 in raft_small
             first = state.get("feature_encoder.convnormrelu.0.weight")
@@ -175,23 +169,18 @@ class RAFTFlow(FlowEstimator):
         return fw, bw
 
 
-def _load_state_dict(path: Path) -> dict:
-    import torch
-
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)  # no pickle code runs
-    except Exception as e:
-        raise WeightsMissingError(f"{path}: cannot read RAFT weights ({e.__class__.__name__}: {e})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise WeightsMissingError(f"{path}: holds no state dict")
-    return state
+def find_raft_weights(weights=None, size: str = "auto") -> Path:
+    """The RAFT weights file: ``weights`` if given, else the search of :mod:`imtranslate.weights`
+    (``raft_large`` then ``raft_small`` for ``size="auto"``). Raises WeightsMissingError."""
+    names = {"large": ["raft_large"], "small": ["raft_small"]}.get(size, ["raft_large", "raft_small"])
+    if weights:
+        return find(names[0], weights)
+    for name in names:
+        path = locate(name)
+        if path is not None:
+            return path
+    raise WeightsMissingError(missing_message(names[0]) + (
+        f" (raft_small files are accepted too: {', '.join(NETWORKS['raft_small'].files)})" if len(names) > 1 else ""))
 
 
 # --------------------------------------------------------------------------------------------

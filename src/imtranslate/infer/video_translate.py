@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError, DataError, ImtranslateError
+from ..metrics import psnr_from_mse
 from .flow import build_flow, is_scene_cut, occlusion_mask, warp
 
 __all__ = ["VideoTranslator", "FrameResult", "WarpingErrorMeter", "warping_error", "video_psnr", "format_report"]
@@ -86,8 +87,9 @@ class WarpingErrorMeter:
 
 
 class _PSNRMeter:
-    """PSNR of a whole clip: ``10 log10(1 / MSE)`` with the MSE over every pixel of every frame
-    ([0, 1] units), so frames identical to the reference do not make the mean infinite."""
+    """PSNR of a whole clip: :func:`~imtranslate.metrics.psnr_from_mse` of the MSE over every pixel
+    of every frame ([0, 1] units), so frames identical to the reference do not make the mean
+    infinite; identical clips give 100 dB, as identical images do in ``imtranslate eval``."""
 
     def __init__(self):
         self.sse = 0.0
@@ -103,7 +105,7 @@ class _PSNRMeter:
         if not self.count:
             return float("nan")
         mse = self.sse / self.count
-        return float("inf") if mse == 0 else 10.0 * math.log10(1.0 / mse)
+        return psnr_from_mse(mse)
 
 
 def _frames(x) -> Iterable[np.ndarray]:
@@ -116,7 +118,8 @@ def _frames(x) -> Iterable[np.ndarray]:
 
 def video_psnr(frames_a, frames_b) -> float:
     """PSNR (dB) between two clips of equal length (paths or iterables of uint8 frames), from the
-    mean squared error over all their pixels in [0, 1] units. ``inf`` when identical."""
+    mean squared error over all their pixels in [0, 1] units (:func:`~imtranslate.metrics.psnr_from_mse`:
+    100 dB when identical, never ``inf``)."""
     meter = _PSNRMeter()
     n = 0
     for a, b in zip(_frames(frames_a), _frames(frames_b), strict=True):

@@ -2,8 +2,9 @@
 
 Nothing here downloads. The weights come from (``weights=``):
 
-* ``"imagenet"``: torchvision's IMAGENET1K_V1 file, only if it is already in the torch hub
-  cache (``<torch.hub.get_dir()>/checkpoints/vgg19-dcbb9e9d.pth``);
+* ``"imagenet"``: torchvision's IMAGENET1K_V1 file, found by :mod:`imtranslate.weights` (network
+  ``vgg19``): ``$IMTRANSLATE_WEIGHTS/vgg19.safetensors`` (or ``vgg19-dcbb9e9d.pth``), else the torch
+  hub cache (``<torch.hub.get_dir()>/checkpoints/vgg19-dcbb9e9d.pth``);
 * a path to a ``.safetensors`` (preferred) or ``.pth``/``.pt`` file holding the full vgg19
   state_dict or only its ``features.*`` part (loaded without pickle, ``weights_only=True``);
 * ``"random"``: random weights, an explicit opt-in for tests (the losses are then meaningless).
@@ -12,11 +13,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
 
+from .. import weights as _weights
 from ..errors import WeightsMissingError
 
 # VGG-19 ("configuration E"): conv widths per block, each block ending in a 2x2 max-pool.
@@ -38,50 +39,15 @@ LAYER_NAMES = _layer_names()
 
 def imagenet_weights_path() -> Path:
     """Where torchvision keeps the VGG-19 ImageNet file (the torch hub cache; honours TORCH_HOME)."""
-    from torchvision.models import VGG19_Weights
-
-    filename = os.path.basename(urlparse(VGG19_Weights.IMAGENET1K_V1.url).path)
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+    return _weights.hub_dir() / _weights.NETWORKS["vgg19"].files[-1]
 
 
 def resolve_vgg_weights(spec: str | os.PathLike = "imagenet") -> str | Path:
-    """``"random"``, or the path of an existing weights file for ``spec``.
+    """``"random"``, or the path of an existing weights file for ``spec`` (see the module docstring).
 
     Raises :class:`WeightsMissingError` (saying what to put where) when the file is missing.
     """
-    if str(spec) == "random":
-        return "random"
-    if str(spec) == "imagenet":
-        path = imagenet_weights_path()
-        if not path.is_file():
-            from torchvision.models import VGG19_Weights
-
-            raise WeightsMissingError(
-                f"the pretrained VGG-19 (ImageNet) weights are not on this machine and nothing is "
-                f"downloaded. Place the file {VGG19_Weights.IMAGENET1K_V1.url} at {path} "
-                f"(or set TORCH_HOME), or pass --vgg-weights PATH to a .safetensors/.pth file "
-                f"holding VGG-19 weights, or set vgg_weights=random (tests only: random features "
-                f"make the perceptual and style losses meaningless)"
-            )
-        return path
-    path = Path(spec).expanduser()
-    if not path.is_file():
-        raise WeightsMissingError(
-            f"VGG-19 weights file {path} does not exist: pass the path of a .safetensors or .pth "
-            f"file holding VGG-19 weights, 'imagenet' for torchvision's cached file, or 'random' (tests only)"
-        )
-    return path
-
-
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise WeightsMissingError(f"{path} does not hold a state_dict (got {type(state).__name__})")
-    return state
+    return _weights.resolve("vgg19", spec, default="imagenet")
 
 
 class VGG19Features(nn.Module):
@@ -130,7 +96,7 @@ class VGG19Features(nn.Module):
         return modules[:depth]
 
     def _load(self, path: Path) -> None:
-        state = _load_state_dict(path)
+        state, _ = _weights.read_state_dict(path, "VGG-19 weights")
         if any(k.startswith("features.") for k in state):
             state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         wanted = self.features.state_dict()
