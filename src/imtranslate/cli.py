@@ -1,6 +1,7 @@
 """The ``imtranslate`` command line. It only parses arguments and calls the library.
 
     imtranslate demo                                   train on built-in synthetic scenes, write report.html
+    imtranslate demo upscale                           train the light x4 super-resolution net, report.html
     imtranslate train [CONFIG.yaml] [key=value ...]    train any task (--dry-run, --resume RUN)
     imtranslate translate CKPT INPUT... -o OUT         files, folders, globs; each at its own size
     imtranslate eval CKPT DATA                         L1 / PSNR / SSIM (+ FID / LPIPS with local weights)
@@ -168,7 +169,13 @@ def cmd_data(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
-    run_demo(out=args.out, steps=args.steps, vgg_weights=args.vgg_weights, device=args.device, seed=args.seed)
+    if args.which == "upscale":
+        from .demo import run_upscale_demo
+
+        run_upscale_demo(out=args.out or "demo_upscale", steps=args.steps, device=args.device, seed=args.seed)
+        return
+    run_demo(out=args.out or "demo_out", steps=args.steps, vgg_weights=args.vgg_weights, device=args.device,
+             seed=args.seed)
 
 
 def cmd_bench(args) -> None:
@@ -280,8 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--version", action="version", version=f"imtranslate {__import__('imtranslate').__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="train the multi-resolution model on synthetic scenes and write report.html")
-    p.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    p = sub.add_parser("demo", help="train the multi-resolution model (or, with `upscale`, the light x4 "
+                                    "super-resolution net) on synthetic scenes and write report.html")
+    p.add_argument("which", nargs="?", choices=["multires", "upscale"], default="multires",
+                   help="multires (default): SPEC S1's translator; upscale: the light x4 stylesr net (SPEC S4)")
+    p.add_argument("--out", default=None, help="output folder (default: demo_out, or demo_upscale)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: a few CPU minutes)")
     p.add_argument("--vgg-weights", default=None,
                    help="VGG-19 weights for the style loss (file); default: the torch cache, else random features")

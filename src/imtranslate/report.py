@@ -39,10 +39,11 @@ from .errors import DataError
 __all__ = ["write_report", "load_metrics_jsonl"]
 
 # Image columns of the examples table, in display order ("untrained" only when given).
-IMAGE_COLUMNS = ("input", "untrained", "output", "target")
+IMAGE_COLUMNS = ("input", "untrained", "bicubic", "output", "target")
 _COLUMN_TITLES = {
     "input": "input",
     "untrained": "untrained model",
+    "bicubic": "bicubic",
     "output": "trained model",
     "target": "target",
 }
@@ -336,8 +337,9 @@ def write_report(
         path: output file (parent folders are created; written to a temp file and renamed).
         title: page title.
         rows: example images, one table row each: ``{"name": str, "input": img, "output": img,
-            "target": img}`` plus optionally ``"untrained": img`` (the untrained model's output,
-            shown as its own column when any row has it) and ``"metrics": {name: value}``
+            "target": img}`` plus optionally ``"untrained": img`` (the untrained model's output)
+            and ``"bicubic": img`` (an up-sampling baseline), each shown as its own column when
+            any row has it, and ``"metrics": {name: value}``
             (printed under the name). Each ``img`` is a ``uint8`` ``(H, W)`` or ``(H, W, 3)``
             array; images narrower than ``image_width`` are enlarged by an integer factor with
             nearest-neighbour sampling (and shown with ``image-rendering: pixelated``) so

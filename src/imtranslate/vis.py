@@ -43,12 +43,18 @@ def input_picture(a: torch.Tensor, input_kind: str, n_classes: int = 0) -> np.nd
 
 
 def grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
-    """Rows of equally sized uint8 pictures -> one uint8 (H, W, 3) picture with white gaps."""
-    h, w = rows[0][0].shape[:2]
+    """Rows of uint8 pictures -> one uint8 (H, W, 3) picture with white gaps.
+
+    Every cell is as large as the largest picture; smaller ones (e.g. the low-resolution input
+    next to a x4 output) sit at its top-left corner.
+    """
+    h = max(img.shape[0] for r in rows for img in r)
+    w = max(img.shape[1] for r in rows for img in r)
     ncol = max(len(r) for r in rows)
     out = np.full((len(rows) * (h + pad) + pad, ncol * (w + pad) + pad, 3), 255, np.uint8)
     for i, r in enumerate(rows):
         for j, img in enumerate(r):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[y:y + h, x:x + w] = img[:h, :w] if img.ndim == 3 else img[:h, :w, None]
+            ih, iw = img.shape[:2]
+            out[y:y + ih, x:x + iw] = img if img.ndim == 3 else img[:, :, None]
     return out

@@ -392,7 +392,17 @@ def holdout_split(records: Sequence[PairRecord], fraction: float) -> tuple[list,
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 
 
+def scan_photos(folder) -> list[PairRecord]:
+    """The photographs directly in ``folder``, each its own input and target (``data.dataset=photos``)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "photo folder not found", "check data.root")
+    return [PairRecord(s, p, p) for s, p in sorted(_by_stem(folder, "photo").items())]
+
+
 def _scan(data_cfg, folder: Path) -> list[PairRecord]:
+    if data_cfg.dataset == "photos":
+        return scan_photos(folder)
     if data_cfg.dataset == "aligned":
         return scan_aligned(folder)
     if data_cfg.dataset == "synthetic":
@@ -412,6 +422,12 @@ def split_records(data_cfg) -> dict:
     if data_cfg.dataset not in PAIRED_DATASETS:
         raise ConfigError(f"data.dataset={data_cfg.dataset} gives no (input, target) pairs; this task needs one "
                           f"of {', '.join(PAIRED_DATASETS)}")
+    if data_cfg.dataset == "photos" and not data_cfg.root:  # the synthetic scenes' photographs
+        root = prepare_synthetic(data_cfg)
+        train = scan_photos(root / "train" / "photo")
+        val = scan_photos(root / "val" / "photo") if data_cfg.synthetic.n_val > 0 else []
+        return {"train": train, "val": val, "val_source": "folder" if val else "none",
+                "folders": [root / "train" / "photo", root / "val" / "photo"]}
     if data_cfg.dataset == "synthetic":
         root = prepare_synthetic(data_cfg)
         train = _scan(data_cfg, root / "train")
@@ -492,7 +508,7 @@ def _check_record(rec: PairRecord, data_cfg, kind: str, n_classes: int, dont_car
         else:
             h, w = probe_image(rec.a)
         for other, what in ((rec.b, "target"), (rec.inst, "instance map")):
-            if other is None:
+            if other is None or other == rec.a:  # photos: the input is its own target
                 continue
             oh, ow = probe_image(other)
             if (oh, ow) != (h, w):

@@ -14,6 +14,7 @@ discriminators return ``list[list[Tensor]]`` (scales x layer outputs, logits las
 * ``multires``: :class:`MultiResGenerator`, the SPEC S1 multi-resolution generator
 * ``patch``: :class:`PatchDiscriminator`, 70x70 PatchGAN
 * ``multiscale``: :class:`MultiScaleDiscriminator`, pix2pixHD's multi-scale PatchGANs
+* ``stylesr``: :class:`StyleSRNet`, stylise + super-resolve in one pass (SPEC S4), x2 / x4
 * ``style_inverse``: :class:`InverseNet`, style swap's decoder from VGG features (SPEC S3;
   the swap itself is pure functions in ``nets/style_swap.py``)
 
@@ -30,12 +31,13 @@ from .multires import MultiResGenerator
 from .pix2pixhd import InstanceFeatureEncoder, Pix2PixHDGenerator, instance_mean_features
 from .registry import NETS, build_net, register_net
 from .resnet_gen import ResNetGenerator
+from .stylesr import StyleSRNet
 from .unet import UNetGenerator
 from .vgg import VGG19Features, resolve_vgg_weights
 
 __all__ = [
     "NETS", "build_net", "register_net",
-    "UNetGenerator", "ResNetGenerator", "Pix2PixHDGenerator", "InstanceFeatureEncoder", "MultiResGenerator",
+    "UNetGenerator", "ResNetGenerator", "Pix2PixHDGenerator", "InstanceFeatureEncoder", "MultiResGenerator", "StyleSRNet",
     "PatchDiscriminator", "MultiScaleDiscriminator", "InverseNet", "VGG19Features", "resolve_vgg_weights",
     "instance_mean_features", "downsample_avg", "pad_to_multiple", "crop_to",
 ]

@@ -203,6 +203,36 @@ class ConvNormAct(nn.Sequential):
         super().__init__(*[m for m in layers if m is not None])
 
 
+class SeparableConv2d(nn.Sequential):
+    """Depthwise-separable convolution (MobileNet): a ``k x k`` depthwise conv (one filter per
+    input channel, no bias) followed by a 1x1 pointwise conv that mixes channels.
+
+    Parameters: ``c_in * k * k + c_in * c_out (+ c_out bias)`` instead of ``c_in * c_out * k * k
+    (+ c_out)``; multiply-adds per output pixel shrink by about ``1 / c_out + 1 / k**2``. Same
+    call signature as :class:`Conv2d` for the arguments used here (``stride``, ``padding``,
+    ``padding_mode``, ``bias``), so a net can pick either with one flag. ``dw`` and ``pw`` are
+    the two convs (``pw`` is the one to initialise as a whole-conv's output weights).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
+                 padding: int | None = None, *, padding_mode: str = "zeros", bias: bool = True):
+        padding = kernel_size // 2 if padding is None else padding
+        super().__init__()
+        self.dw = Conv2d(in_channels, in_channels, kernel_size, stride, padding, groups=in_channels,
+                         padding_mode=padding_mode, bias=False)
+        self.pw = Conv2d(in_channels, out_channels, 1, bias=bias)
+
+
+def conv2d(in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, *,
+           separable: bool = False, padding_mode: str = "zeros", bias: bool = True) -> nn.Module:
+    """A "same"-padded conv (``padding = k // 2``): a plain :class:`Conv2d`, or with ``separable``
+    (and ``k > 1``) a :class:`SeparableConv2d` of the same shape."""
+    if separable and kernel_size > 1:
+        return SeparableConv2d(in_channels, out_channels, kernel_size, stride, padding_mode=padding_mode, bias=bias)
+    return Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, padding_mode=padding_mode,
+                  bias=bias)
+
+
 class ResBlock(nn.Module):
     """Residual block ``x + conv-norm-relu-[dropout]-conv-norm(x)`` with reflection padding."""
 

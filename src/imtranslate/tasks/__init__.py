@@ -5,6 +5,7 @@
                 feature matching, VGG loss, instance features     (tasks/pix2pixhd.py)
 ``multires``  — the multi-resolution, multi-loss translator (S1)  (tasks/multires.py)
 ``styleswap`` — style swap's inverse network (S3)                  (tasks/styleswap.py)
+``stylesr``   — stylise + super-resolve in one net, x2 / x4 (S4)    (tasks/stylesr.py)
 
 Resolving a config lives here, not in ``config.py``: only this layer knows which dataclass a
 task's ``model:`` section is (``config.py`` stays below the tasks and never imports them).
@@ -24,7 +25,7 @@ def register_task(cls):
 
 def _load_all():
     # importing the modules registers the tasks
-    from . import multires, pix2pix, pix2pixhd, styleswap  # noqa: F401
+    from . import multires, pix2pix, pix2pixhd, styleswap, stylesr  # noqa: F401
 
 
 def get_task(name: str):

@@ -1,0 +1,320 @@
+"""Stylise + super-resolve benchmark (SPEC S4): one net against the two-program cascade, 256 -> 1024.
+
+    .venv/bin/python benchmarks/stylesr.py                 # speed table: 256^2 in, 1024^2 out, fp32, batch 1
+    .venv/bin/python benchmarks/stylesr.py --quality 15    # + train target=sr x4 for 15 CPU minutes, held-out PSNR/SSIM
+    .venv/bin/python benchmarks/stylesr.py --quick         # tiny sizes, 2 repeats: checks that the script runs
+
+Speed: every model runs in a fresh process (so its peak memory is its own), on the CPU, fp32,
+batch 1, under ``torch.inference_mode``, one warm-up then the **median of** ``--repeats`` (>= 5)
+forward passes. Rows:
+
+* **cascade** — what a user chains today, re-implemented here from the papers' descriptions with
+  random weights (speed depends on shapes only): Johnson et al. 2016's feed-forward style net at
+  256^2 (9x9 conv 32, 3x3 stride-2 convs 64 and 128, five 128-channel residual blocks, two
+  stride-1/2 up-sampling convs 64 and 32, 9x9 conv to RGB, instance norm), then Real-ESRGAN's
+  compact SR net SRVGGNetCompact (3x3 conv to 64 features, 32 body convs of 64 channels each with
+  PReLU, a conv to 3 * 4^2 channels, pixel shuffle x4, plus the nearest-up-sampled input) to 1024^2.
+  Its two stages are listed too.
+* **stylesr full / light** — ours, with the kwargs of the built-in configs ``stylesr_sr_x4`` /
+  ``stylesr_style_x4`` (same net) and ``stylesr_light_x4``.
+* 8-bit: PyTorch's CPU int8 paths (dynamic quantisation) cover Linear/LSTM layers, not
+  convolutions; static quantisation of these nets is not wired up in imtranslate yet, so no 8-bit
+  row is measured (the table says so).
+
+Figures: latency (median s), peak extra memory (the process's resident high-water mark during
+the passes, Linux ``VmHWM`` reset through ``/proc/self/clear_refs``, minus the resident memory
+before them), GFLOPs of one pass (``torch.utils.flop_counter``, a multiply-add = 2 FLOPs) and
+parameters. Timings on a machine shared with other jobs are not comparable; run it alone.
+
+Quality (``--quality MINUTES``): trains ``stylesr_sr_x4`` (``--light``: ``stylesr_light_x4``),
+target=sr x4, L1 only (the PSNR-optimal loss; no VGG weights needed) for about that many minutes
+of wall time on scikit-image's sample photographs, then up-scales held-out photographs whole
+(astronaut, coffee and camera are never trained on) and prints PSNR/SSIM of ours and bicubic on
+the same HR pictures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# --------------------------------------------------------------------------------------------
+# The cascade, from the papers' descriptions (random weights)
+# --------------------------------------------------------------------------------------------
+class _ConvIN(nn.Sequential):
+    def __init__(self, cin, cout, k, stride=1, relu=True, up=False):
+        layers = [nn.Upsample(scale_factor=2, mode="nearest")] if up else []
+        layers += [nn.ReflectionPad2d(k // 2), nn.Conv2d(cin, cout, k, stride), nn.InstanceNorm2d(cout, affine=True)]
+        if relu:
+            layers.append(nn.ReLU())
+        super().__init__(*layers)
+
+
+class _JohnsonRes(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.body = nn.Sequential(_ConvIN(c, c, 3), _ConvIN(c, c, 3, relu=False))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class JohnsonStyleNet(nn.Module):
+    """Johnson, Alahi & Fei-Fei 2016 (with Ulyanov et al.'s instance norm): 256^2 -> 256^2."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            _ConvIN(3, 32, 9), _ConvIN(32, 64, 3, 2), _ConvIN(64, 128, 3, 2),
+            *[_JohnsonRes(128) for _ in range(5)],
+            # the paper's two fractionally-strided (stride 1/2) convs, as up-sample + 3x3 conv
+            _ConvIN(128, 64, 3, up=True), _ConvIN(64, 32, 3, up=True),
+            nn.ReflectionPad2d(4), nn.Conv2d(32, 3, 9), nn.Tanh())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class SRVGGNetCompact(nn.Module):
+    """Real-ESRGAN's compact SR net (Wang et al. 2021): 64 features, 32 body convs, PReLU, x4 shuffle."""
+
+    def __init__(self, feats=64, n_conv=32, scale=4):
+        super().__init__()
+        layers = [nn.Conv2d(3, feats, 3, padding=1), nn.PReLU(feats)]
+        for _ in range(n_conv):
+            layers += [nn.Conv2d(feats, feats, 3, padding=1), nn.PReLU(feats)]
+        layers += [nn.Conv2d(feats, 3 * scale * scale, 3, padding=1), nn.PixelShuffle(scale)]
+        self.body = nn.Sequential(*layers)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.body(x) + F.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+class Cascade(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.style, self.sr = JohnsonStyleNet(), SRVGGNetCompact()
+
+    def forward(self, x):
+        return self.sr(self.style(x))
+
+
+# --------------------------------------------------------------------------------------------
+# Our nets, with the built-in configs' kwargs
+# --------------------------------------------------------------------------------------------
+def _ours(config: str) -> nn.Module:
+    from imtranslate.tasks import get_task, load_config
+
+    cfg = load_config(Path(__import__("imtranslate").__file__).parent / "configs" / f"{config}.yaml",
+                      ["model.vgg_weights=random", "model.lambda_gan=0"])
+    return get_task("stylesr")(cfg, "cpu").generator
+
+
+MODELS = {
+    "cascade (Johnson + SRVGGNetCompact)": (Cascade, 1),
+    "  Johnson style net": (JohnsonStyleNet, 4),  # runs at the output size / 4 and keeps it
+    "  SRVGGNetCompact x4": (SRVGGNetCompact, 1),
+    "stylesr full (stylesr_sr_x4)": (lambda: _ours("stylesr_sr_x4"), 1),
+    "stylesr light (stylesr_light_x4)": (lambda: _ours("stylesr_light_x4"), 1),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# One model in its own process
+# --------------------------------------------------------------------------------------------
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _hwm() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_one(name: str, size: int, repeats: int, threads: int) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    build, shrink = MODELS[name]
+    net = build().eval()
+    side = size if shrink == 1 else size * 4 // shrink  # the style net alone sees the input size
+    x = torch.rand(1, 3, side, side) * 2 - 1
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as fc:
+            y = net(x)
+        flops = fc.get_total_flops()
+        del y
+        base = _rss()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+        except OSError:
+            pass
+        times = []
+        net(x)  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            y = net(x)
+            times.append(time.perf_counter() - t0)
+            del y
+        peak = max(_hwm(), _rss())
+    return {"name": name, "in": side, "out": side * (1 if shrink == 4 else 4), "median_s": statistics.median(times),
+            "peak_extra_mb": (peak - base) / 2**20, "gflops": flops / 1e9,
+            "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "threads": torch.get_num_threads()}
+
+
+def speed_table(size: int, repeats: int, threads: int) -> list[dict]:
+    rows = []
+    for name in MODELS:
+        cmd = [sys.executable, __file__, "--one", name, "--size", str(size), "--repeats", str(repeats),
+               "--threads", str(threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    cascade = rows[0]["median_s"]
+    print(f"\n{size}^2 -> {size * 4}^2, fp32, batch 1, {rows[0]['threads']} threads, median of {repeats}\n")
+    print("| model | latency s (median) | vs cascade | peak extra MB | GFLOPs | parameters (M) |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} ({r['in']}->{r['out']}) | {r['median_s']:.3f} | {cascade / r['median_s']:.2f}x | "
+              f"{r['peak_extra_mb']:.0f} | {r['gflops']:.3g} | {r['params_m']:.3f} |")
+    print("| stylesr light, 8-bit | not measured: no int8 conv path wired up (see the docstring) | | | | |")
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Quality: target=sr x4 on scikit-image photographs
+# --------------------------------------------------------------------------------------------
+HELD_OUT = ("astronaut", "coffee", "camera")
+TRAIN = ("chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina", "brick", "grass", "gravel",
+         "coins", "moon", "page", "text", "clock", "colorwheel", "cell")
+
+
+def skimage_photos(root: Path) -> Path:
+    """scikit-image's bundled sample photographs as ``train/`` and ``val/`` folders (grey ones as RGB)."""
+    from PIL import Image
+    from skimage import data as skd
+
+    for split, names in (("train", TRAIN), ("val", HELD_OUT)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for n in names:
+            try:
+                img = np.asarray(getattr(skd, n)())
+            except Exception as e:  # a sample that needs a download (pooch) is skipped, never fetched
+                print(f"skipping skimage.data.{n}: {type(e).__name__}", file=sys.stderr)
+                continue
+            img = img.astype(np.uint8) if img.dtype != bool else img.astype(np.uint8) * 255
+            if img.ndim == 2:
+                img = np.repeat(img[..., None], 3, axis=2)
+            Image.fromarray(img[..., :3]).save(root / split / f"{n}.png")
+    return root
+
+
+def quality(minutes: float, light: bool, quick: bool, threads: int) -> dict:
+    from imtranslate import metrics
+    from imtranslate.checkpoint_file import load_generator
+    from imtranslate.data import list_images, read_image, to_tensor
+    from imtranslate.data.degrade import degrade_batch, upscale_bicubic
+    from imtranslate.tasks import get_task, load_config
+    from imtranslate.tasks.stylesr import degradation_of
+    from imtranslate.train.loop import train
+    from torch.utils.data import DataLoader
+
+    if threads:
+        torch.set_num_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix="stylesr_quality_"))
+    root = skimage_photos(work / "photos")
+    config = "stylesr_light_x4" if light else "stylesr_sr_x4"
+    base = Path(__import__("imtranslate").__file__).parent / "configs" / f"{config}.yaml"
+    over = [f"data.root={root}", "data.crop_size=96", "model.lambda_perceptual=0", "model.lambda_gan=0",
+            "train.progress=false", "train.tensorboard=false", "train.image_every=0", "train.val_every=0",
+            "train.lr_policy=cosine", "train.lr_decay_start=0.5", f"train.out_dir={work / 'runs'}"]
+    if quick:
+        over += ["model.ngf=4", "model.head_width=4", "data.crop_size=32", "train.batch_size=2"]
+    # steps that fill the time: measure a few steps first
+    cfg = load_config(base, over + ["train.steps=1000"])
+    task_cls = get_task("stylesr")
+    task = task_cls(cfg, "cpu")
+    loader = iter(DataLoader(task_cls.build_dataset(cfg, "train"), batch_size=cfg.train.batch_size, shuffle=True))
+    task.train_step(task.to_device(next(loader)), 0)
+    t0 = time.perf_counter()
+    for i in range(3):
+        task.train_step(task.to_device(next(loader)), i)
+    step_s = (time.perf_counter() - t0) / 3
+    steps = max(2, int(minutes * 60 / step_s))
+    print(f"quality: {config}, {step_s:.2f} s/step -> {steps} steps for {minutes} min", file=sys.stderr)
+    cfg = load_config(base, over + [f"train.steps={steps}", f"train.ckpt_every={steps}"])
+    t0 = time.perf_counter()
+    run = train(cfg, log=lambda m: print(m, file=sys.stderr))
+    train_min = (time.perf_counter() - t0) / 60
+    G = load_generator(run / "checkpoints" / "last.safetensors").net.eval()
+    s, deg = cfg.model.scale, degradation_of(cfg.model)
+    res = {"ours_psnr": [], "bicubic_psnr": [], "ours_ssim": [], "bicubic_ssim": []}
+    for i, f in enumerate(list_images(root / "val")):
+        img = read_image(f, "rgb")
+        h, w = img.shape[0] // s * s, img.shape[1] // s * s
+        if quick:
+            h, w = min(h, 64), min(w, 64)
+        hr = to_tensor(np.ascontiguousarray(img[:h, :w]))[None]
+        lr = degrade_batch(hr, torch.tensor([i]), deg)
+        with torch.inference_mode():
+            ours = G(lr)
+        bic = upscale_bicubic(lr, s)
+        res["ours_psnr"].append(float(metrics.psnr(ours, hr)[0]))
+        res["bicubic_psnr"].append(float(metrics.psnr(bic, hr)[0]))
+        res["ours_ssim"].append(float(metrics.ssim(ours, hr)[0]))
+        res["bicubic_ssim"].append(float(metrics.ssim(bic, hr)[0]))
+    means = {k: float(np.mean(v)) for k, v in res.items()}
+    print(f"\ntarget=sr x{s}, {config}, L1, {steps} steps in {train_min:.1f} min, held-out {', '.join(HELD_OUT)} "
+          f"(whole pictures)\n")
+    print("| | PSNR dB | SSIM |\n|---|---|---|")
+    print(f"| bicubic | {means['bicubic_psnr']:.2f} | {means['bicubic_ssim']:.4f} |")
+    print(f"| ours | {means['ours_psnr']:.2f} | {means['ours_ssim']:.4f} |")
+    print(f"| gain | {means['ours_psnr'] - means['bicubic_psnr']:+.2f} | "
+          f"{means['ours_ssim'] - means['bicubic_ssim']:+.4f} |")
+    return means
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=256, help="input side (output is 4x)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed passes per model (median; >= 5)")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--quality", type=float, default=0.0, metavar="MINUTES",
+                    help="also train target=sr x4 this long on scikit-image photographs and report PSNR/SSIM")
+    ap.add_argument("--light", action="store_true", help="quality: train the light net instead of the full one")
+    ap.add_argument("--no-speed", action="store_true", help="skip the speed table")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: check that the script runs")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.size, args.repeats, args.threads)))
+        return
+    if args.quick:
+        args.size, args.repeats = 32, 2
+    if not args.no_speed:
+        speed_table(args.size, args.repeats, args.threads)
+    if args.quality > 0:
+        quality(args.quality, args.light, args.quick, args.threads)
+
+
+if __name__ == "__main__":
+    main()
