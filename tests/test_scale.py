@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from conftest import tiny_overrides
-from imtranslate.config import load_config
+from imtranslate.tasks import load_config
 from imtranslate.data import input_channels
 from imtranslate.data.transforms import PairedTransform
 from imtranslate.errors import DataError

@@ -277,6 +277,23 @@ def test_train_light_config_from_the_cli(synroot, tmp_path):
     spec = read_meta(run / "checkpoints" / "last.safetensors")["nets"]["G"]
     assert spec["name"] == "stylesr" and spec["kwargs"]["separable"] is True and spec["kwargs"]["scale"] == 4
 
+    # translate: every picture comes out 4x its own (odd) size, whole or in seam-free tiles
+    from PIL import Image
+
+    src = tmp_path / "lr"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (21, 27, 3), dtype=np.uint8)).save(src / "a.png")
+    Image.fromarray(rng.integers(0, 255, (40, 33, 3), dtype=np.uint8)).save(src / "b.png")
+    ckpt = str(run / "checkpoints" / "last.safetensors")
+    assert main(["translate", ckpt, str(src), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    assert Image.open(tmp_path / "out" / "a.png").size == (27 * 4, 21 * 4)
+    assert Image.open(tmp_path / "out" / "b.png").size == (33 * 4, 40 * 4)
+    assert main(["translate", ckpt, str(src / "b.png"), "-o", str(tmp_path / "tiled"), "--quiet", "--tile", "16"]) == 0
+    whole = np.asarray(Image.open(tmp_path / "out" / "b.png"), dtype=np.float64)
+    tiled = np.asarray(Image.open(tmp_path / "tiled" / "b.png"), dtype=np.float64)
+    assert tiled.shape == whole.shape and np.abs(tiled - whole).max() <= 2  # 8-bit rounding at most
+
 
 def test_photos_from_a_folder_of_odd_sized_pictures(tmp_path):
     folder = tmp_path / "photos"

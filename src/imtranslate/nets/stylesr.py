@@ -45,7 +45,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import Conv2d, conv2d, crop_to, make_norm, pad_to_multiple
+from ..ops import crop_to, pad_to_multiple
+from .layers import Conv2d, conv2d, make_norm
 from .registry import init_config, register_net
 
 #: the bicubic residual is clamped to this before atanh (atanh(0.99) = 2.65, a finite pre-activation)

@@ -44,7 +44,8 @@ from ..data.transforms import resize_image, resized_shape
 from ..errors import ConfigError, DataError
 from ..losses import GANLoss, GanMode, gram_matrix, l1_loss, tv_loss
 from ..losses.perceptual import PERCEPTUAL_LAYERS, PERCEPTUAL_WEIGHTS
-from ..nets.layers import Norm, pad_to_multiple
+from ..nets.layers import Norm
+from ..ops import pad_to_multiple
 from ..nets.vgg import LAYER_NAMES, VGG19Features
 from . import register_task
 from .base import Task, set_requires_grad
@@ -168,14 +169,14 @@ class TeacherTargets:
 
     def _load(self):
         from ..checkpoint_file import load_generator
-        from ..nets.inverse import build_encoder, encode_tiled, encoder_geometry
+        from ..nets.inverse import build_encoder, encoder_geometry
 
         inverse = load_generator(self.path).net.eval()
         encoder = build_encoder(self.layer, self.vgg_weights)
         mult = 2 ** encoder_geometry(self.layer)[1]
         style = pad_to_multiple(to_tensor(self.style)[None], mult)
         with torch.inference_mode():
-            s_feat = encode_tiled(encoder, self.layer, style, 1024).float()
+            s_feat = encoder(style)[self.layer].float()
         if min(s_feat.shape[-2:]) < self.patch:
             raise DataError(self.style_name, f"style picture too small for {self.patch}x{self.patch} patches",
                             f"raise model.style_size to at least {self.patch * mult}")
@@ -183,8 +184,11 @@ class TeacherTargets:
 
     @torch.inference_mode()
     def stylise(self, photo: np.ndarray) -> np.ndarray:
-        """uint8 (H, W, 3) -> the teacher's stylised picture, uint8 (H, W, 3)."""
-        from ..nets.inverse import encode_tiled, invert_tiled
+        """uint8 (H, W, 3) -> the teacher's stylised picture, uint8 (H, W, 3).
+
+        The photo is encoded and decoded whole (the tiling engine is an inference tool, a layer
+        above the tasks); the swap itself runs in bounded memory. A training photo of N
+        megapixels takes about 0.3 N GB here, once: the result is cached on disk."""
         from ..nets.style_swap import style_swap, style_swap_fast
 
         if self._pipeline is None:
@@ -192,9 +196,9 @@ class TeacherTargets:
         inverse, encoder, mult, s_feat = self._pipeline
         h, w = photo.shape[:2]
         x = pad_to_multiple(to_tensor(photo)[None], mult)  # (1, 3, H', W')
-        c_feat = encode_tiled(encoder, self.layer, x, 1024).float()
+        c_feat = encoder(x)[self.layer].float()
         h_x = (style_swap_fast if self.fast else style_swap)(c_feat, s_feat, self.patch, self.stride)
-        out = invert_tiled(inverse, h_x, max(1, 1024 // mult))[..., :h, :w]
+        out = inverse(h_x)[..., :h, :w]
         return ((out[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
     def records(self, records: list[PairRecord]) -> list[PairRecord]:
