@@ -291,7 +291,7 @@ def train(cfg: Config | None, *, resume=None, steps: int | None = None, dry_run:
     bar = tqdm(total=t.steps, initial=step, disable=not (t.progress and main_proc), dynamic_ncols=True, file=sys.stderr,
                desc=cfg.task)
     epoch, offset = divmod(step, per_epoch)
-    sampler.epoch, sampler.start = epoch, offset * t.batch_size
+    sampler.epoch, sampler.start = epoch, offset * local_batch  # each rank's share advances by its own batch
     if hasattr(train_ds, "set_epoch"):
         train_ds.set_epoch(epoch)
     it = iter(loader)
