@@ -32,7 +32,8 @@ GAN_TASKS = ["multires", "pix2pix", "pix2pixhd"]
 # the smallest nets that still exercise every code path of each task
 TINY_MODEL = {
     "multires": ["model.n_levels=3", "model.ngf=4", "model.max_channels=16", "model.n_res_blocks=1",
-                 "model.ndf=4", "model.vgg_weights=random", "model.stage_steps=[1,1,1]"],
+                 "model.ndf=4", "model.vgg_weights=random", "model.stage_steps=[1,1,1]",
+                 "model.style_layers=[relu1_1,relu2_1]"],  # a VGG-19 cut at relu2_1: the deep layers cost 10x
     "pix2pix": ["model.num_downs=5", "model.ngf=4", "model.ndf=4"],
     "pix2pixhd": ["model.ngf=4", "model.n_downsampling=2", "model.n_blocks=1", "model.n_blocks_local=1",
                   "model.ndf=4", "model.num_d=2", "model.n_layers_d=1", "model.vgg_weights=random",
