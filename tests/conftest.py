@@ -27,7 +27,7 @@ TASKS = task_names()
 PAIRED_TASKS = ["multires", "pix2pix", "pix2pixhd"]
 ALL_TASKS = PAIRED_TASKS  # the older name, kept for the tests that import it
 #: tasks with a discriminator (their logs hold loss_G and loss_D)
-GAN_TASKS = ["multires", "pix2pix", "pix2pixhd"]
+GAN_TASKS = ["multires", "pix2pix", "pix2pixhd", "stylesr"]
 
 # the smallest nets that still exercise every code path of each task
 TINY_MODEL = {
@@ -41,6 +41,9 @@ TINY_MODEL = {
                   "model.features=true", "model.n_clusters=2", "data.use_instance=true"],
     "styleswap": ["model.vgg_weights=random", "model.encoder_layer=relu2_1", "model.ngf=4", "model.depth=3",
                   "model.lambda_pixel=1.0"],
+    # the stylise + super-resolve task (arriving from its own branch; the options of its tests/test_stylesr.py)
+    "stylesr": ["model.ngf=4", "model.n_levels=2", "model.n_blocks=1", "model.ndf=4", "model.n_layers_d=2",
+                "model.vgg_weights=random"],
 }
 
 
@@ -68,6 +71,9 @@ def _data_overrides(task: str, tmp_path) -> list[str]:
         _style_pictures(content / "val", 2, 2)
         _style_pictures(style, 3, 1)
         return ["data.dataset=unpaired", f"data.root={content}", f"data.style_root={style}", "data.crop_size=32"]
+    if task == "stylesr":  # HR photos (the synthetic scenes' photos); the LR input is made per batch
+        return ["data.dataset=photos", f"data.synthetic.root={tmp_path / 'synthetic'}", "data.synthetic.n_train=8",
+                "data.synthetic.n_val=4", "data.synthetic.size=48", "data.crop_size=32"]
     return ["data.dataset=synthetic", f"data.synthetic.root={tmp_path / 'synthetic'}", "data.synthetic.n_train=8",
             "data.synthetic.n_val=4", "data.synthetic.size=32", "data.crop_size=32"]
 

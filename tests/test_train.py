@@ -6,6 +6,7 @@ The tests that every task must pass run over ``TASKS`` (every registered task, t
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -326,7 +327,7 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(tmp_path, capsys):
     ckpt = run / "checkpoints" / "last.safetensors"
     step = read_meta(ckpt)["step"]
     assert step >= 2
-    assert f"interrupted at step {step}; checkpoint written" in err
+    assert re.search(rf"at step {step}[:;] checkpoint written", err), err[-2000:]
     assert f"imtranslate train --resume {run}" in err and "Traceback" not in err
     assert not list(run.glob("**/*.tmp"))
     capsys.readouterr()
@@ -337,7 +338,6 @@ def test_ctrl_c_writes_a_checkpoint_and_says_how_to_resume(tmp_path, capsys):
 
 def test_readme_python_quick_start(tmp_path, monkeypatch):
     """The README's Python block, run as written (500 steps cut to 2 and tiny nets by extra overrides)."""
-    import re
     from pathlib import Path
 
     import numpy as np
