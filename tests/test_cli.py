@@ -1,10 +1,20 @@
 """The command line end to end: train -> translate -> eval, and errors that name the file."""
+import re
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import tiny_overrides
 from imtranslate.cli import main
+from imtranslate.data.io import to_uint8
+from imtranslate.infer import Predictor
+from imtranslate.metrics import ssim
+
+
+def _pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
 
 
 def _train(tmp_path, task="multires", steps=2, extra=()):
@@ -13,7 +23,7 @@ def _train(tmp_path, task="multires", steps=2, extra=()):
     return runs[-1]
 
 
-def test_train_translate_eval(tmp_path, capsys):
+def test_train_translate_eval(tmp_path, capsys, monkeypatch):
     run = _train(tmp_path)
     ckpt = run / "checkpoints" / "last.safetensors"
     val = tmp_path / "synthetic" / "val"
@@ -35,6 +45,57 @@ def test_train_translate_eval(tmp_path, capsys):
     assert "psnr" in text and "ssim" in text and "l1" in text
     assert f"{len(labels)} image pair(s)" in text
     assert "fid" in text and "skipped" in text  # no Inception weights here: said, not silently dropped
+    # the numbers themselves, computed here from the predictor's outputs and the target photos
+    printed = {m.group(1): float(m.group(2)) for m in re.finditer(r"^\s+(l1|psnr|ssim)\s+(-?[\d.]+)$", text, re.M)}
+    pred = Predictor.from_checkpoint(ckpt, device="cpu")
+    l1s, psnrs, ssims = [], [], []
+    for f in labels:
+        y = ((pred.translate_tensor(pred.encode(f)[None])[0].permute(1, 2, 0).double() + 1) / 2).numpy()
+        target = np.asarray(Image.open(val / "photo" / f.name).convert("RGB"), np.float64) / 255
+        l1s.append(np.abs(y - target).mean())
+        psnrs.append(10 * np.log10(1 / ((y - target) ** 2).mean()))
+        ssims.append(float(ssim(torch.from_numpy(y).permute(2, 0, 1)[None] * 2 - 1,
+                                torch.from_numpy(target).permute(2, 0, 1)[None] * 2 - 1)))
+    assert printed["l1"] == pytest.approx(np.mean(l1s), abs=2e-4)
+    assert printed["psnr"] == pytest.approx(np.mean(psnrs), abs=2e-4)
+    assert printed["ssim"] == pytest.approx(np.mean(ssims), abs=2e-4)
+    # --no-ema: the raw weights' numbers, and their pictures
+    assert main(["eval", str(ckpt), str(val), "--quiet", "--no-ema"]) == 0
+    raw_text = capsys.readouterr().out
+    assert re.search(r"l1\s+([\d.]+)", raw_text).group(1) != re.search(r"l1\s+([\d.]+)", text).group(1)
+    assert main(["translate", str(ckpt), str(val / "label"), "-o", str(tmp_path / "raw"), "--quiet", "--no-ema"]) == 0
+    assert "net weights" in capsys.readouterr().out
+    raw = Predictor.from_checkpoint(ckpt, device="cpu", use_ema=False)
+    first = labels[0]
+    assert np.array_equal(_pixels(tmp_path / "raw" / first.name), np.asarray(raw(first)))
+    assert np.array_equal(_pixels(out / first.name), np.asarray(pred(first)))
+    assert not np.array_equal(_pixels(tmp_path / "raw" / first.name), _pixels(out / first.name))
+    # --suffix: the format follows the extension, the picture stays the same
+    assert main(["translate", str(ckpt), str(first), "-o", str(tmp_path / "jpg"), "--quiet", "--suffix", ".jpg"]) == 0
+    jpg = tmp_path / "jpg" / (first.stem + ".jpg")
+    assert Image.open(jpg).format == "JPEG" and not (tmp_path / "jpg" / first.name).exists()
+    assert np.abs(_pixels(jpg).astype(int) - _pixels(out / first.name)).mean() < 12
+    # --norm-stats: a 64x64 input of an instance-norm net, in 32 px tiles under a budget that holds a
+    # 32x32 pass but not a 64x64 one (a stated memory model, so the choice is the same on any machine):
+    # exact streams the whole image's statistics, fast takes them from a half-size copy
+    from imtranslate.infer import predictor as predictor_module
+    from imtranslate.infer.tiling import SAFETY, MemoryModel
+
+    monkeypatch.setattr(predictor_module.Predictor, "memory_model",
+                        lambda self, **o: MemoryModel(0.0, 2**30 / (SAFETY * 2048), 3, "stated by the test"))
+    monkeypatch.setattr(predictor_module, "memory_in_use", lambda device: 0)
+    big = tmp_path / "big"
+    big.mkdir()
+    Image.fromarray(np.tile(np.array(Image.open(first)), (2, 2))).save(big / "big.png")
+    tiles = ["--tile", "32", "--tile-overlap", "8", "--max-memory", "1"]
+    for how, stats in (("exact", "stream"), ("fast", "shrunk")):
+        assert main(["translate", str(ckpt), str(big), "-o", str(tmp_path / how), "--quiet", *tiles,
+                     "--norm-stats", how]) == 0
+        api = to_uint8(pred.translate_tensor(pred.encode(big / "big.png")[None], tile=32, overlap=8, max_memory=1,
+                                             norm_stats=how)[0])
+        assert pred.last_tiling.stats == stats
+        assert np.array_equal(_pixels(tmp_path / how / "big.png"), api), how
+    assert not np.array_equal(_pixels(tmp_path / "exact" / "big.png"), _pixels(tmp_path / "fast" / "big.png"))
 
 
 def test_train_other_tasks_and_translate(tmp_path):
@@ -47,6 +108,31 @@ def test_train_other_tasks_and_translate(tmp_path):
                      str(tmp_path / task / "synthetic" / "val" / "label"), "-o", str(out), "--quiet",
                      *extra, *inst]) == 0
         assert len(list(out.glob("*.png"))) == 4
+        if task != "pix2pixhd":
+            continue
+        ckpt = run / "checkpoints" / "last.safetensors"
+        labels = tmp_path / task / "synthetic" / "val" / "label"
+        inst_dir = tmp_path / task / "synthetic" / "val" / "instance"
+        first = sorted(labels.glob("*.png"))[0]
+        pred = Predictor.from_checkpoint(ckpt, device="cpu")
+        # --cluster K and --inst-dir: exactly the API's picture with that cluster and those instances
+        assert np.array_equal(_pixels(out / first.name), np.asarray(pred(first, inst=inst_dir / first.name, cluster=1)))
+        other = tmp_path / task / "out0"
+        assert main(["translate", str(ckpt), str(first), "-o", str(other), "--quiet", "--cluster", "0",
+                     "--inst-dir", str(inst_dir)]) == 0
+        assert np.array_equal(_pixels(other / first.name), np.asarray(pred(first, inst=inst_dir / first.name, cluster=0)))
+        assert not np.array_equal(_pixels(other / first.name), _pixels(out / first.name))  # another cluster, another look
+        # instance maps that split every object down the middle: other boundaries, another picture
+        split = tmp_path / task / "split"
+        split.mkdir()
+        inst = np.array(Image.open(inst_dir / first.name)).astype(np.int64)
+        inst = inst * 2 + (np.arange(inst.shape[1]) >= inst.shape[1] // 2)[None, :]
+        Image.fromarray(inst.astype(np.uint16)).save(split / first.name)
+        with_split = tmp_path / task / "with_split"
+        assert main(["translate", str(ckpt), str(first), "-o", str(with_split), "--quiet", "--cluster", "1",
+                     "--inst-dir", str(split)]) == 0
+        assert np.array_equal(_pixels(with_split / first.name), np.asarray(pred(first, inst=split / first.name, cluster=1)))
+        assert not np.array_equal(_pixels(with_split / first.name), _pixels(out / first.name))
 
 
 def test_resume_from_cli(tmp_path, capsys):
@@ -148,3 +234,29 @@ def test_demo_writes_report(tmp_path, capsys):
     assert "held-out PSNR: untrained" in out
     html = (tmp_path / "demo" / "report.html").read_text()
     assert html.count("<img") >= 8
+
+
+def test_stylize_flags_change_the_picture_as_the_api_does(tmp_path, capsys):
+    """--fast, --optimize and --preserve-color each give the Stylizer's picture with that option,
+    and not the default one."""
+    from imtranslate.infer.stylize import Stylizer
+
+    assert main(["train", *tiny_overrides("styleswap", tmp_path, steps=1)]) == 0
+    ckpt = next((tmp_path / "runs").iterdir()) / "checkpoints" / "last.safetensors"
+    content = tmp_path / "styledata" / "content" / "val" / "p1.png"
+    style = tmp_path / "styledata" / "style" / "p0.png"
+    st = Stylizer.from_checkpoint(ckpt, device="cpu")
+    pic = _pixels(content)
+    runs = {"plain": ([], {}), "fast": (["--fast"], {"fast": True}),
+            "optimize": (["--optimize", "--steps", "2"], {"optimize": True, "steps": 2}),
+            "color": (["--preserve-color"], {"preserve_color": True})}
+    got = {}
+    for name, (flags, options) in runs.items():
+        out = tmp_path / f"out_{name}"
+        assert main(["stylize", str(content), "--style", str(style), "--inverse", str(ckpt), "-o", str(out),
+                     "--quiet", *flags]) == 0
+        got[name] = _pixels(out / "p1.png")
+        assert got[name].shape == pic.shape
+        assert np.array_equal(got[name], np.asarray(st(pic, style, **options))), name
+    for name in ("fast", "optimize", "color"):
+        assert not np.array_equal(got[name], got["plain"]), f"--{name} did not change the picture"

@@ -1,48 +1,68 @@
-"""A train step of every task, and the staged schedules."""
+"""A train step of every task, and the staged schedules.
+
+The first tests run over every registered task (``conftest.TASKS``) and assert what any task must
+satisfy; a new task joins them by being registered and given a tiny config in conftest.py.
+"""
 import math
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import ALL_TASKS
-from imtranslate.data import build_dataset, check_dataset
-from imtranslate.tasks import get_task
+from conftest import GAN_TASKS, PAIRED_TASKS, TASKS, TINY_MODEL
+from imtranslate.tasks import get_task, task_names
 
 
 def _task_and_batch(cfg):
-    check_dataset(cfg.data)
-    ds = build_dataset(cfg.data, "train", seed=0)
+    task_cls = get_task(cfg.task)
+    task_cls.check_data(cfg)
+    ds = task_cls.build_dataset(cfg, "train")
     batch = next(iter(DataLoader(ds, batch_size=2)))
     torch.manual_seed(0)
-    return get_task(cfg.task)(cfg, "cpu"), batch
+    return task_cls(cfg, "cpu"), batch
 
 
-@pytest.mark.parametrize("task_name", ALL_TASKS)
+def test_every_registered_task_has_a_tiny_config(tmp_path):
+    from conftest import tiny_overrides
+
+    assert set(TASKS) == set(task_names()) and set(TASKS) <= set(TINY_MODEL)
+    with pytest.raises(LookupError, match="no tiny config.*TINY_MODEL"):
+        tiny_overrides("a_task_without_one", tmp_path)
+
+
+@pytest.mark.parametrize("task_name", TASKS)
 def test_train_step_updates_generator_and_discriminator(tiny, task_name):
     cfg = tiny(task_name)
     task, batch = _task_and_batch(cfg)
     task.on_step_start(0)
     before = {k: [p.detach().clone() for p in n.parameters()] for k, n in task.nets.items()}
     logs = task.train_step(task.to_device(batch), 0)
-    assert logs and all(math.isfinite(v) for v in logs.values()), logs
-    assert logs["loss_G"] > 0 and logs["loss_D"] > 0
+    assert logs and all(isinstance(v, float) and math.isfinite(v) for v in logs.values()), logs
+    if task_name in GAN_TASKS:
+        assert logs["loss_G"] > 0 and logs["loss_D"] > 0
+    assert task.generator_key in task.nets
     for key, net in task.nets.items():
         changed = any(not torch.equal(a, b) for a, b in zip(before[key], net.parameters()))
         trainable = any(p.requires_grad for p in net.parameters())
         assert changed == trainable, f"{task_name}: net {key} changed={changed} trainable={trainable}"
+    assert any(p.requires_grad for p in task.generator.parameters())  # the generator learns at step 0
 
 
-@pytest.mark.parametrize("task_name", ALL_TASKS)
+@pytest.mark.parametrize("task_name", TASKS)
 def test_validation_output_is_full_size(tiny, task_name):
     cfg = tiny(task_name)
     task, batch = _task_and_batch(cfg)
-    if task_name == "pix2pixhd":
-        task.finish(DataLoader(build_dataset(cfg.data, "train"), batch_size=2))  # clusters for inference
+    task.finish(DataLoader(get_task(task_name).build_dataset(cfg, "train"), batch_size=2))  # e.g. pix2pixHD's clusters
     G = task.generator.eval()
     with torch.no_grad():
         out = task.validation_translate(G, task.to_device(batch))
-    assert out.shape == batch["B"].shape and torch.isfinite(out).all()
+        metrics = task.validation_metrics(G, task.to_device(batch))
+    n, _, h, w = batch["A"].shape
+    scale = int(getattr(G, "scale", 1))
+    assert out.shape == (n, cfg.data.output_channels, h * scale, w * scale) and torch.isfinite(out).all()
+    if task_name in PAIRED_TASKS:
+        assert out.shape == batch["B"].shape
+    assert metrics and all(v.shape == (n,) and torch.isfinite(v).all() for v in metrics.values())
 
 
 def test_multires_stages_change_at_configured_steps(tiny):
@@ -97,7 +117,7 @@ def test_pix2pixhd_clusters_give_different_outputs(tiny):
     for step in range(2):
         task.on_step_start(step)
         task.train_step(task.to_device(batch), step)
-    task.finish(DataLoader(build_dataset(cfg.data, "train"), batch_size=2))
+    task.finish(DataLoader(get_task("pix2pixhd").build_dataset(cfg, "train"), batch_size=2))
     ex = task.extra_tensors()
     assert ex["clusters"].shape[1:] == (3, cfg.model.feat_channels)
     G = task.generator.eval()

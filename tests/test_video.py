@@ -12,7 +12,7 @@ import torch
 
 av = pytest.importorskip("av")
 
-from conftest import tiny_overrides  # noqa: E402
+from conftest import TASKS, tiny_overrides  # noqa: E402
 from imtranslate.cli import main  # noqa: E402
 from imtranslate.data.clips import random_affine_flow, synthesize_clip, warp_tensor  # noqa: E402
 from imtranslate.data.video_io import VideoWriter, open_video  # noqa: E402
@@ -20,6 +20,7 @@ from imtranslate.errors import ConfigError, DataError, WeightsMissingError  # no
 from imtranslate.infer.flow import build_flow, is_scene_cut, occlusion_mask, scene_cut_score, warp  # noqa: E402
 from imtranslate.infer.video_translate import VideoTranslator, WarpingErrorMeter, video_psnr, warping_error  # noqa: E402
 from imtranslate.losses import temporal_loss  # noqa: E402
+from imtranslate.tasks import get_task  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,6 +342,73 @@ def test_temporal_loss_is_zero_for_an_exact_warp_and_has_gradients():
     assert loss.item() == pytest.approx(0.1, abs=1e-4) and other.grad.abs().sum() > 0
     # valid excludes the pixels brought in from outside the frame
     assert valid.min().item() == 0 and valid.mean().item() > 0.5
+
+
+def test_warps_follow_a_known_flow():
+    """out[y, x] = x[y + dy, x + dx] for a constant flow (dx, dy) = (2, 1): checked against plain
+    slicing, for the torch warp (training) and the OpenCV one (video), and for the temporal loss."""
+    torch.manual_seed(0)
+    h, w, dx, dy = 12, 16, 2, 1
+    x = torch.rand(2, 3, h, w)
+    flow = torch.zeros(2, 2, h, w)
+    flow[:, 0], flow[:, 1] = dx, dy  # channel 0 is x, channel 1 is y
+    out = warp_tensor(x, flow)
+    assert torch.allclose(out[..., : h - dy, : w - dx], x[..., dy:, dx:], atol=1e-6)
+    img = (x[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    bw = np.zeros((h, w, 2), np.float32)
+    bw[..., 0], bw[..., 1] = dx, dy
+    assert np.array_equal(warp(img, bw)[: h - dy, : w - dx], img[dy:, dx:])
+    # the temporal loss: an output that is the previous one moved by the flow costs nothing ...
+    prev = torch.rand(2, 3, h, w)
+    cur = torch.zeros_like(prev)
+    cur[..., : h - dy, : w - dx] = prev[..., dy:, dx:]
+    valid = torch.zeros(2, 1, h, w)
+    valid[..., : h - dy, : w - dx] = 1
+    assert temporal_loss(cur, prev, flow, valid).item() < 1e-6
+    # ... and the same flow with x and y swapped, or its sign flipped, does cost
+    assert temporal_loss(cur, prev, flow.flip(1), valid).item() > 0.1
+    assert temporal_loss(cur, prev, -flow, valid).item() > 0.1
+    # the training warps: without rotation or zoom a uniform shift, valid exactly where it stays inside
+    g = torch.Generator().manual_seed(0)
+    flow, valid = random_affine_flow(4, h, w, max_shift=3.0, max_rotate=0.0, max_scale=0.0, generator=g)
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    for i in range(4):
+        fx, fy = flow[i, 0, 0, 0], flow[i, 1, 0, 0]
+        assert torch.allclose(flow[i, 0], fx.expand(h, w), atol=1e-5) and torch.allclose(flow[i, 1], fy.expand(h, w), atol=1e-5)
+        inside = (xs + fx >= 0) & (xs + fx <= w - 1) & (ys + fy >= 0) & (ys + fy <= h - 1)
+        assert torch.equal(valid[i, 0].bool(), inside)
+    assert (flow[:, 0, 0, 0] - flow[:, 1, 0, 0]).abs().max() > 0.1  # x and y drawn apart
+
+
+#: every registered task with a temporal loss option
+TEMPORAL_TASKS = [t for t in TASKS if hasattr(get_task(t).Config(), "lambda_temporal")]
+
+
+@pytest.mark.parametrize("task_name", TEMPORAL_TASKS)
+def test_temporal_term_moves_the_generator(tiny, task_name):
+    """The same step from the same weights and random stream, with and without the temporal term:
+    the term is in the total loss (loss_G grows by lambda * G_temporal) and changes G's update."""
+    from torch.utils.data import DataLoader
+
+    from imtranslate.data import build_dataset, check_dataset
+    from imtranslate.tasks import get_task
+
+    runs = {}
+    for lam in (0.0, 10.0):
+        cfg = tiny(task_name, extra=[f"model.lambda_temporal={lam}"])
+        check_dataset(cfg.data)
+        batch = next(iter(DataLoader(build_dataset(cfg.data, "train", seed=0), batch_size=2)))
+        torch.manual_seed(0)
+        task = get_task(task_name)(cfg, "cpu")
+        task.on_step_start(0)
+        torch.manual_seed(1)
+        logs = task.train_step(task.to_device(batch), 0)
+        runs[lam] = logs, [p.detach().clone() for p in task.generator.parameters()]
+    (plain, g_plain), (temporal, g_temporal) = runs[0.0], runs[10.0]
+    assert "G_temporal" not in plain and temporal["G_temporal"] > 0
+    assert temporal["loss_D"] == pytest.approx(plain["loss_D"], rel=1e-5)
+    assert temporal["loss_G"] - plain["loss_G"] == pytest.approx(10.0 * temporal["G_temporal"], rel=1e-3, abs=1e-4)
+    assert any(not torch.equal(a, b) for a, b in zip(g_plain, g_temporal)), "the temporal term did not change G"
 
 
 @pytest.mark.parametrize("task_name", ["pix2pix", "multires", "pix2pixhd"])

@@ -92,6 +92,7 @@ def test_api_stylize_translate_and_limits(stylizer, translator):
     res = client.post("/api/translate", files={"image": ("t.png", png_bytes(content))})
     assert res.status_code == 200, res.text
     assert decode_data_url(res.json()["output"]).shape == content.shape
+    assert np.array_equal(decode_data_url(res.json()["output"]), translator(content))  # the predictor's own pixels
 
     def post(content_file, style_file=("s.png", png_bytes(style)), **form):
         return client.post("/api/stylize", files={"content": content_file, "style": style_file}, data=form)
@@ -238,3 +239,60 @@ def test_page_in_headless_chromium(server, tmp_path):
         assert "bad.png" in driver.find_element(By.ID, "error").text
     finally:
         driver.quit()
+
+
+# ------------------------------------------------------------------------------------------------
+# `imtranslate serve`, started as a user starts it
+# ------------------------------------------------------------------------------------------------
+def _multipart(field: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "imtranslate-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_serve_starts_and_translates(tmp_path, capsys):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from conftest import tiny_overrides
+    from imtranslate.cli import main
+    from imtranslate.infer.predictor import Predictor
+
+    assert main(["serve"]) == 2  # nothing to serve: said, not a traceback
+    assert "nothing to serve" in capsys.readouterr().err
+    assert main(["train", *tiny_overrides("pix2pix", tmp_path, steps=1, **{"data.synthetic.input": "contour"})]) == 0
+    ckpt = next((tmp_path / "runs").iterdir()) / "checkpoints" / "last.safetensors"
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "imtranslate", "serve", "--translate", str(ckpt), "--port", str(port),
+                             "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert f"imtranslate page on {url}/" in proc.stdout.readline()
+        deadline, info = time.monotonic() + 60, None
+        while info is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                info = json.loads(urllib.request.urlopen(f"{url}/api/info", timeout=5).read())
+            except OSError:
+                time.sleep(0.2)
+        assert info is not None, proc.stderr.read() if proc.poll() is not None else "no answer within 60 s"
+        assert info["translate"] and not info["stylize"]
+        assert "canvas" in urllib.request.urlopen(f"{url}/", timeout=5).read().decode()
+        grey = picture(26, 35)[..., 0]
+        body, ctype = _multipart("image", "g.png", png_bytes(grey))
+        req = urllib.request.Request(f"{url}/api/translate", data=body, headers={"Content-Type": ctype})
+        out = decode_data_url(json.loads(urllib.request.urlopen(req, timeout=60).read())["output"])
+        assert np.array_equal(out, np.asarray(Predictor.from_checkpoint(ckpt, device="cpu")(Image.fromarray(grey))))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise

@@ -12,6 +12,9 @@ __version__ = "0.1.0"
 
 from .errors import (ImtranslateError, ConfigError, DataError, WeightsMissingError, CheckpointError,  # noqa: E402,F401
                      TrainingDiverged, TrainingInterrupted)
+# The subpackage imtranslate.train, imported now: imported later (by the first call of train()),
+# Python would bind it over the train() function below, and `imtranslate.train(...)` would stop working.
+from . import train as _train_package  # noqa: E402,F401
 
 
 def load(checkpoint, **kwargs):
@@ -30,7 +33,9 @@ def train(config=None, overrides=None, *, resume=None, **kwargs):
 
     if resume is not None:
         return _train(None, resume=resume, overrides=overrides, **kwargs)
-    cfg = load_config(config, overrides)
+    from .cli import _find_config
+
+    cfg = load_config(_find_config(str(config)) if config else None, overrides)  # a path or a built-in name
     return _train(cfg, **kwargs)
 
 

@@ -35,11 +35,14 @@ def _find_config(name: str | None) -> str | None:
     if not name:
         return None
     p = Path(name)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
+    if p.exists():
         return str(p)
-    builtin = _configs_dir() / f"{name}.yaml"
+    # a built-in config by its name, with or without .yaml (the README's `multires_synthetic.yaml`)
+    builtin = _configs_dir() / f"{p.stem if p.suffix in ('.yaml', '.yml') and p.parent == Path('.') else name}.yaml"
     if builtin.exists():
         return str(builtin)
+    if p.suffix in (".yaml", ".yml"):
+        return str(p)  # load_config says the file is not there
     known = ", ".join(sorted(q.stem for q in _configs_dir().glob("*.yaml")))
     raise ImtranslateError(f"{name}: no such config file, and not a built-in config (built-in: {known})")
 
