@@ -135,6 +135,8 @@ class Config:
 def _type_name(tp) -> str:
     if typing.get_origin(tp) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
+    if tp is bool:
+        return "true/false"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -162,7 +164,7 @@ def _coerce(value, tp, key: str):
                 return _coerce(value, a, key)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(f"{key}: {value!r} is not a valid {' or '.join(_type_name(a) for a in args)}")
+        raise ConfigError(f"{key}: {value!r} is not {' or '.join(_type_name(a) for a in args if a is not type(None))}")
     if origin in (list, tuple):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

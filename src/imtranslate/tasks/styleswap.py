@@ -69,6 +69,11 @@ class StyleSwapTask(Task):
     generator_key = "inverse"
 
     @classmethod
+    def size_scale(cls, G, cfg):
+        """Pictures in, pictures out: the inverse net's own scale undoes the encoder's."""
+        return 1
+
+    @classmethod
     def check_config(cls, cfg) -> None:
         m = cfg.model
         if m.encoder_layer not in LAYER_NAMES:
