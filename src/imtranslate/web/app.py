@@ -81,7 +81,7 @@ def decode_upload(data: bytes, filename: str, mode: str, limits: Limits, size: i
 
     if len(data) > limits.max_bytes:
         raise UploadError(413, f"{filename}: {(size or len(data)) / 1024 / 1024:.1f} MB is more than the "
-                               f"{limits.max_bytes / 1024 / 1024:g} MB upload limit")
+                               f"{limits.max_bytes / 1024 / 1024:.3g} MB upload limit")
     if not data:
         raise UploadError(400, f"{filename}: the file is empty")
     too_many = (f"is more than the limit of {limits.max_pixels:,}; shrink it first")
@@ -133,7 +133,7 @@ def create_app(stylizer=None, translator=None, *, limits: Limits | None = None, 
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > 2 * limits.max_bytes + 64 * 1024:
             return JSONResponse({"error": f"upload of {int(length) / 1024 / 1024:.1f} MB is more than the "
-                                          f"{limits.max_bytes / 1024 / 1024:g} MB limit per picture"}, status_code=413)
+                                          f"{limits.max_bytes / 1024 / 1024:.3g} MB limit per picture"}, status_code=413)
         return await call_next(request)
 
     @app.exception_handler(ImtranslateError)
