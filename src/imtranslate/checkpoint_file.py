@@ -64,6 +64,19 @@ def read_meta(path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("imtranslate")
     except Exception as e:  # safetensors raises its own error types for truncated/garbage files
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+        if not head:
+            raise CheckpointError(f"{path}: the file is empty (0 bytes); give a checkpoint written by "
+                                  "imtranslate train (runs/NNNN-task/checkpoints/last.safetensors)") from None
+        # torch.save writes a zip archive (PK..) or, in its legacy format, a bare pickle (0x80, protocol 2-5)
+        if head == b"PK\x03\x04" or (head[0] == 0x80 and 2 <= head[1] <= 5):
+            raise CheckpointError(
+                f"{path}: a PyTorch pickle (torch.save), not an imtranslate checkpoint: those are the .safetensors "
+                "files imtranslate train writes, with the config the net is rebuilt from. Pretrained weights in a "
+                ".pth go to options such as --vgg-weights (imtranslate weights convert IN.pth OUT.safetensors turns a "
+                "state dict into safetensors without running its pickle)"
+            ) from None
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     if not raw:
         raise CheckpointError(f"{path}: a safetensors file, but not an imtranslate checkpoint (no metadata)")

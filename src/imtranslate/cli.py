@@ -110,7 +110,10 @@ def _load_predictor(args):
 
 
 def cmd_translate(args) -> None:
+    from .data import prepare_output_dir
+
     p = _load_predictor(args)
+    prepare_output_dir(args.output)  # a bad -o fails here, in one line, before any work
     options = {}
     if args.cluster is not None:
         options["cluster"] = args.cluster
@@ -184,6 +187,10 @@ def cmd_demo(args) -> None:
 def cmd_bench(args) -> None:
     from .bench import HEADER, run_bench
 
+    if args.json:
+        from .data import prepare_output_file
+
+        prepare_output_file(args.json)  # before the minutes of measuring, not after
     print(HEADER)
     print("|" + "---|" * (HEADER.count("|") - 1))
     run_bench(args.only.split(",") if args.only else None, device=args.device, batch=args.batch,
@@ -192,8 +199,10 @@ def cmd_bench(args) -> None:
 
 
 def cmd_export(args) -> None:
+    from .data import prepare_output_file
     from .infer.export import export_onnx
 
+    prepare_output_file(args.onnx)
     res = export_onnx(args.checkpoint, args.onnx, opset=args.opset, cluster=args.cluster or 0,
                       use_ema=not args.no_ema, tolerance=args.tolerance)
     worst = max(d for _, d in res["checks"])
@@ -229,6 +238,9 @@ def cmd_stylize(args) -> None:
     else:
         raise ImtranslateError("give --inverse CKPT (a network trained with task=styleswap), or --optimize to "
                                "invert the swapped features by gradient descent instead")
+    from .data import prepare_output_dir
+
+    prepare_output_dir(args.output)
     written = st.stylize_files(args.contents, args.style, args.output, blend=weights,
                                preserve_color=args.preserve_color, suffix=args.suffix, progress=not args.quiet,
                                patch=args.patch, stride=args.stride, fast=args.fast, optimize=args.optimize,

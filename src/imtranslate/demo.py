@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .tasks import load_config
-from .data import list_images, read_image
+from .data import list_images, prepare_output_dir, read_image
 from .infer.predictor import Predictor
 from .report import load_metrics_jsonl, write_report
 from .train.loop import train
@@ -43,7 +43,7 @@ def run_demo(out="demo_out", steps: int | None = None, vgg_weights: str | None =
              seed: int = 0, log=None) -> dict:
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out)
     overrides = [f"train.out_dir={out}", f"train.seed={seed}", f"train.device={device}",
                  f"model.vgg_weights={_vgg_choice(vgg_weights, log)}",
                  f"data.synthetic.root={out / 'synthetic'}"]

@@ -15,7 +15,8 @@ from .datasets import (
     input_channels,
     input_read_mode,
 )
-from .io import IMAGE_EXTENSIONS, list_images, read_image, to_tensor, to_uint8, write_image
+from .io import (IMAGE_EXTENSIONS, list_images, prepare_output_dir, prepare_output_file, read_image, to_tensor,
+                 to_uint8, write_image)
 from .pairs import make_pairs
 from .pyramid import build_pyramid, pyramid_multiple
 from .synthetic import generate_synthetic, make_scene
@@ -37,6 +38,8 @@ __all__ = [
     "list_images",
     "make_pairs",
     "make_scene",
+    "prepare_output_dir",
+    "prepare_output_file",
     "pyramid_multiple",
     "read_image",
     "to_tensor",

@@ -10,6 +10,7 @@ Pillow silently pads truncated files with grey and we could no longer report the
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Union
@@ -41,7 +42,15 @@ def _open(path: Path) -> Image.Image:
     if path.is_dir():
         raise DataError(path, "is a folder, not an image file")
     try:
+        empty = path.stat().st_size == 0
+    except OSError as e:
+        raise DataError(path, f"cannot open file ({e.strerror or e})", "check file permissions") from None
+    if empty:
+        raise DataError(path, "the file is empty (0 bytes)", "re-export or re-download it, or remove it")
+    try:
         return Image.open(path)
+    except PermissionError as e:
+        raise DataError(path, f"cannot open file ({e.strerror})", "check file permissions") from None
     except UnidentifiedImageError:
         raise DataError(
             path,
@@ -50,8 +59,11 @@ def _open(path: Path) -> Image.Image:
         ) from None
     except Image.DecompressionBombError as e:
         raise DataError(path, f"image is too large to decode safely ({e})", "resize it first") from None
-    except OSError as e:
-        raise DataError(path, f"cannot open file ({e})", "check file permissions") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # the format was recognised but its header ends early or is damaged
+        # (a JPEG cut inside its header says "Truncated File Read")
+        raise DataError(path, f"image file is truncated or corrupt ({e})",
+                        "re-export or re-download the file, or remove it") from None
 
 
 def _decode(img: Image.Image, path: Path) -> None:
@@ -247,10 +259,10 @@ def write_image(path: PathLike, image) -> Path:
             arr = arr.astype(np.uint8)
     if arr.ndim == 3 and arr.shape[2] == 4 and ext in (".jpg", ".jpeg", ".bmp"):
         arr = np.asarray(_composite_on_white(Image.fromarray(arr, "RGBA")))
-    path.parent.mkdir(parents=True, exist_ok=True)
     img = Image.fromarray(np.ascontiguousarray(arr))
     kwargs = {"quality": 95} if ext in (".jpg", ".jpeg", ".webp") else {}
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         img.save(path, **kwargs)
     except OSError as e:
         raise DataError(path, f"cannot write image ({e})", "check the folder exists and is writable") from None
@@ -260,6 +272,56 @@ def write_image(path: PathLike, image) -> Path:
 # --------------------------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------------------------
+def prepare_output_dir(path: PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents) and check that files can be written in it.
+
+    Every command that writes into a folder calls this before its work, so a wrong ``-o`` (an
+    existing file, a file where a parent folder should be, a place where nothing can be created
+    such as ``/proc``, a read-only folder) is one DataError naming the path, not an OSError
+    traceback halfway through. Returns the folder.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise DataError(path, "exists and is not a folder", "give a folder for the outputs, or a new name to create")
+    for parent in path.parents:  # nearest first: a file standing where a folder must go
+        if parent.exists():
+            if not parent.is_dir():
+                raise DataError(path, f"cannot be created: {parent} is a file, not a folder")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        # the only sure test of writability (read-only mounts, ACLs, root, virtual file systems)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise DataError(path, f"cannot write output files here ({e.strerror or e})",
+                        "choose a folder you can write to") from None
+    return path
+
+
+def prepare_output_file(path: PathLike) -> Path:
+    """Check that the output file ``path`` can be written (creating its folder); DataError otherwise.
+
+    An existing file is left untouched (it will be replaced); a new one is created and removed
+    again, so nothing is left behind when the command fails later. Returns the path.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(path, "is a folder", "give a file name for the output")
+    prepare_output_dir(path.parent)
+    try:
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                raise PermissionError(13, "Permission denied")
+        else:
+            with open(path, "xb"):
+                pass
+            path.unlink()
+    except OSError as e:
+        raise DataError(path, f"cannot write this file ({e.strerror or e})", "choose another output path") from None
+    return path
+
+
 def list_images(folder: PathLike, recursive: bool = False) -> list[Path]:
     """Image files in ``folder`` (by extension, hidden files skipped), sorted by path.
 

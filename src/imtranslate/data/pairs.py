@@ -26,7 +26,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import DataError
-from .io import list_images, read_image, write_image
+from .io import list_images, prepare_output_dir, read_image, write_image
 from .transforms import resized_shape
 
 PAIR_KINDS = ("contours", "grey", "downscale", "degrade")
@@ -118,6 +118,7 @@ def make_pairs(
     files = list_images(src, recursive=recursive)
     if not files:
         raise DataError(src, "no images found", "point it at a folder of photographs (.png, .jpg, ...)")
+    prepare_output_dir(dst)
     written, skipped, params = 0, [], {}
     for path in tqdm(files, desc=f"make_pairs {kind}", disable=not progress, leave=False):
         name = "__".join(path.relative_to(src).with_suffix("").parts)
@@ -147,6 +148,5 @@ def make_pairs(
             "pairs": written, "skipped": skipped}
     if params:
         meta["degrade"] = params
-    dst.mkdir(parents=True, exist_ok=True)
     (dst / "pairs.json").write_text(json.dumps(meta, indent=2))
     return written

@@ -29,7 +29,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from ..errors import DataError, ImtranslateError
-from .io import IMAGE_EXTENSIONS, list_images, read_image, write_image
+from .io import IMAGE_EXTENSIONS, list_images, prepare_output_dir, prepare_output_file, read_image, write_image
 
 #: Containers :class:`VideoWriter` picks a codec for by itself. Any other extension FFmpeg knows
 #: is accepted too, with FFmpeg's default codec for it.
@@ -297,9 +297,7 @@ class VideoWriter:
         self._audio = None  # _AudioCopier when audio goes into the file
         self._closed = False
         if self.is_folder:
-            if self.path.exists() and not self.path.is_dir():
-                raise DataError(self.path, "exists and is not a folder")
-            self.path.mkdir(parents=True, exist_ok=True)
+            prepare_output_dir(self.path)
             # frames of an earlier, longer run would read as part of this video: remove them
             for old in self.path.glob("frame_*.png"):
                 if _FOLDER_FRAME.fullmatch(old.name):
@@ -309,8 +307,7 @@ class VideoWriter:
         else:
             if self.path.suffix.lower() in IMAGE_EXTENSIONS:
                 raise DataError(self.path, "is an image file name", "give a video file (e.g. out.mp4) or a folder for frames")
-            if not self.path.parent.exists():
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            prepare_output_file(self.path)
 
     # ---- set-up on the first frame (the size is known then) -----------------------------------
     def _choose_codec(self, av, container) -> tuple[str, str, dict]:

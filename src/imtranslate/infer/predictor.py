@@ -95,7 +95,9 @@ class Predictor:
     # ---- encoding ----------------------------------------------------------------------------
     def encode(self, x, inst=None) -> torch.Tensor:
         """PIL / ndarray / path -> the model input (C, H, W), exactly as the training data was encoded."""
+        name = "<input>"
         if isinstance(x, (str, Path)):
+            name = str(x)  # errors about the contents (class ids out of range) name the file
             x = read_image(x, self.read_mode)
         elif not isinstance(x, np.ndarray):  # PIL image
             from PIL import Image
@@ -109,7 +111,7 @@ class Predictor:
                 x = np.asarray(x.convert("RGB" if self.read_mode == "rgb" else "L"))
         if isinstance(inst, (str, Path)):
             inst = read_image(inst, "label")
-        return encode_input(x, self.cfg.data, inst=inst)
+        return encode_input(x, self.cfg.data, inst=inst, name=name)
 
     # ---- running -----------------------------------------------------------------------------
     @torch.inference_mode()

@@ -17,6 +17,8 @@ mid-run, both of which the DDP wrapper's fixed reducer does not support without
 """
 from __future__ import annotations
 
+import atexit
+import importlib
 import os
 
 import torch
@@ -44,7 +46,17 @@ def setup(device_spec: str) -> tuple[int, int, torch.device]:
     else:
         device = torch.device("cpu")
     if not dist.is_initialized():
+        # torch.optim imports torch._dynamo on first use. Imported *after* init_process_group,
+        # torch._dynamo keeps references to the default group that destroy_process_group cannot
+        # drop, so the group outlived cleanup() and gloo's threads ran on into interpreter
+        # teardown, where they now and then aborted a finished process (SIGABRT, "terminate
+        # called without an active exception"): import it first.
+        importlib.import_module("torch._dynamo")
+
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        # a run that stops on an error or Ctrl-C skips the loop's cleanup(): end the group while
+        # the interpreter is still whole, not in its teardown
+        atexit.register(cleanup)
     return rank, world, device
 
 
@@ -98,6 +110,7 @@ def average_scalars(values: dict[str, float], device) -> dict[str, float]:
 
 
 def cleanup() -> None:
+    """Leave the process group; its threads (gloo) end here, before the interpreter's teardown."""
     if is_initialized():
         dist.destroy_process_group()
 

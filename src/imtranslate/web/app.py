@@ -21,10 +21,14 @@ shows the message.
 # no `from __future__ import annotations`: FastAPI reads the endpoints' annotations at run time, and
 # they name classes imported inside create_app
 import base64
+import errno
 import io
+import re
+import socket
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -65,9 +69,10 @@ class Limits:
                 "types": sorted(ACCEPTED)}
 
 
-def decode_upload(data: bytes, filename: str, mode: str, limits: Limits) -> np.ndarray:
+def decode_upload(data: bytes, filename: str, mode: str, limits: Limits, size: int | None = None) -> np.ndarray:
     """Check an uploaded file against the limits and read it as ``read_image`` would.
 
+    ``data`` may be cut at the limit (+1 byte); ``size`` is then the whole upload's size, for the message.
     Raises UploadError (413 too large, 415 not an accepted type) or DataError naming ``filename``.
     """
     from PIL import Image, UnidentifiedImageError
@@ -75,21 +80,29 @@ def decode_upload(data: bytes, filename: str, mode: str, limits: Limits) -> np.n
     from ..data import read_image
 
     if len(data) > limits.max_bytes:
-        raise UploadError(413, f"{filename}: {len(data) / 1024 / 1024:.1f} MB is more than the "
-                               f"{limits.max_bytes / 1024 / 1024:g} MB upload limit")
+        raise UploadError(413, f"{filename}: {(size or len(data)) / 1024 / 1024:.1f} MB is more than the "
+                               f"{limits.max_bytes / 1024 / 1024:.3g} MB upload limit")
     if not data:
         raise UploadError(400, f"{filename}: the file is empty")
+    too_many = (f"is more than the limit of {limits.max_pixels:,}; shrink it first")
     try:
-        with Image.open(io.BytesIO(data)) as img:  # the header only: format and size, nothing decoded yet
-            fmt, (w, h) = img.format, img.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        with warnings.catch_warnings():  # Pillow warns above 89M pixels; the limit below answers that
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:  # the header only: format and size, nothing decoded yet
+                fmt, (w, h) = img.format, img.size
+    except Image.DecompressionBombError as e:
+        # a real picture header claiming more pixels than Pillow opens at all (a "decompression
+        # bomb"): too large, not "not a picture"
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        count = f"{int(found.group(1)):,} pixels" if found else "its pixel count"
+        raise UploadError(413, f"{filename}: {count} {too_many}") from None
+    except (UnidentifiedImageError, OSError):
         raise UploadError(415, f"{filename}: not a picture this server reads (accepted: "
                                f"{', '.join(sorted(ACCEPTED))})") from None
     if fmt not in ACCEPTED:
         raise UploadError(415, f"{filename}: {fmt} pictures are not accepted (accepted: {', '.join(sorted(ACCEPTED))})")
     if w * h > limits.max_pixels:
-        raise UploadError(413, f"{filename}: {w}x{h} = {w * h:,} pixels is more than the limit of "
-                               f"{limits.max_pixels:,}; shrink it first")
+        raise UploadError(413, f"{filename}: {w}x{h} = {w * h:,} pixels {too_many}")
     # through a file, so every format quirk (EXIF rotation, 16 bits, alpha) is handled in one place
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{ACCEPTED[fmt]}"
@@ -120,7 +133,7 @@ def create_app(stylizer=None, translator=None, *, limits: Limits | None = None, 
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > 2 * limits.max_bytes + 64 * 1024:
             return JSONResponse({"error": f"upload of {int(length) / 1024 / 1024:.1f} MB is more than the "
-                                          f"{limits.max_bytes / 1024 / 1024:g} MB limit per picture"}, status_code=413)
+                                          f"{limits.max_bytes / 1024 / 1024:.3g} MB limit per picture"}, status_code=413)
         return await call_next(request)
 
     @app.exception_handler(ImtranslateError)
@@ -151,7 +164,8 @@ def create_app(stylizer=None, translator=None, *, limits: Limits | None = None, 
     def read(upload: UploadFile, mode: str) -> np.ndarray:
         name = upload.filename or "upload"
         data = upload.file.read(limits.max_bytes + 1)  # never more than the limit (+1 to notice)
-        return decode_upload(data, name, mode, limits)
+        # upload.size: what the multipart parser received, also for chunked bodies (no content-length)
+        return decode_upload(data, name, mode, limits, size=upload.size)
 
     @app.post("/api/stylize")
     def stylize(content: UploadFile = File(...), style: UploadFile = File(...), patch: int | None = Form(None),
@@ -192,6 +206,34 @@ def create_app(stylizer=None, translator=None, *, limits: Limits | None = None, 
     return app
 
 
+def bind_port(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a ConfigError that says why not (bad number, busy, no such address).
+
+    ``serve`` binds before loading any model and before printing the page's address, so a busy
+    port fails at once and no address is shown that would not answer.
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a port is a number from 0 to 65535 (e.g. 7860)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise ConfigError(f"--host {host}: not an address of this machine ({e.strerror or e})") from None
+    family = infos[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a just-stopped server's port
+    try:
+        sock.bind(infos[0][4])
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        if e.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use (another server?): stop it, or choose "
+                              "another with --port") from None
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(inverse=None, translate=None, vgg_weights=None, host: str = "127.0.0.1", port: int = 7860,
           device: str = "auto", max_mb: float = 10.0, max_pixels: int = 4_000_000, optimize_only: bool = False) -> None:
     """Load the models and serve the page until Ctrl-C (``imtranslate serve``)."""
@@ -201,18 +243,27 @@ def serve(inverse=None, translate=None, vgg_weights=None, host: str = "127.0.0.1
         raise ImtranslateError("the web page needs FastAPI and uvicorn: pip install 'imtranslate[web]'") from None
     from ..infer.stylize import Stylizer
 
-    stylizer = translator = None
-    if inverse:
-        stylizer = Stylizer.from_checkpoint(inverse, vgg_weights=vgg_weights, device=device)
-    elif optimize_only:
-        stylizer = Stylizer(None, vgg_weights=vgg_weights or "imagenet", device=device)
-    if translate:
-        from ..infer.predictor import Predictor
-
-        translator = Predictor.from_checkpoint(translate, device=device)
-    if stylizer is None and translator is None:
+    if not (inverse or translate or optimize_only):
         raise ConfigError("nothing to serve: give --inverse CKPT (style transfer) and/or --translate CKPT "
                           "(translation), or --optimize-only")
-    app = create_app(stylizer, translator, limits=Limits(max_mb, max_pixels), optimize_only=optimize_only and not inverse)
-    print(f"imtranslate page on http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    sock = bind_port(host, port)
+    try:
+        stylizer = translator = None
+        if inverse:
+            stylizer = Stylizer.from_checkpoint(inverse, vgg_weights=vgg_weights, device=device)
+        elif optimize_only:
+            stylizer = Stylizer(None, vgg_weights=vgg_weights or "imagenet", device=device)
+        if translate:
+            from ..infer.predictor import Predictor
+
+            translator = Predictor.from_checkpoint(translate, device=device)
+            if translator.cfg.task == "styleswap":  # it would load, then fail on every request
+                raise ConfigError(f"{translate}: a styleswap checkpoint (an inverse network for style transfer), "
+                                  f"not a translator: serve it with --inverse {translate}")
+        app = create_app(stylizer, translator, limits=Limits(max_mb, max_pixels),
+                         optimize_only=optimize_only and not inverse)
+        bound = sock.getsockname()[1]  # the real port when --port 0 asked for any free one
+        print(f"imtranslate page on http://{host}:{bound}/  (Ctrl-C to stop)", flush=True)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        sock.close()
