@@ -290,8 +290,8 @@ def test_ctrl_c_then_kill_9_then_resume(tmp_path):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-2000:]
-    assert "Traceback" not in err and "interrupted at step" in err and f"--resume {run_dir}" in err
-    stopped = int(err.split("interrupted at step ")[1].split(";")[0])
+    assert "Traceback" not in err and "SIGINT at step" in err and f"--resume {run_dir}" in err
+    stopped = int(err.split("SIGINT at step ")[1].split(":")[0])
     assert read_meta(last)["step"] == stopped  # the checkpoint is of the step the message names
 
     p = _cli("train", "--resume", run_dir, "train.steps=100000")
