@@ -294,6 +294,35 @@ def test_train_light_config_from_the_cli(synroot, tmp_path):
     tiled = np.asarray(Image.open(tmp_path / "tiled" / "b.png"), dtype=np.float64)
     assert tiled.shape == whole.shape and np.abs(tiled - whole).max() <= 2  # 8-bit rounding at most
 
+    # stylize --stylesr: the net's output blended per channel with the content up-sampled (bicubic)
+    assert main(["stylize", str(src / "a.png"), "--stylesr", ckpt, "--blend-rgb", "1,0,0.5", "-o",
+                 str(tmp_path / "blend"), "--quiet"]) == 0
+    got = np.asarray(Image.open(tmp_path / "blend" / "a.png"), dtype=np.float64)
+    net = np.asarray(Image.open(tmp_path / "out" / "a.png"), dtype=np.float64)
+    up = np.asarray(Image.open(src / "a.png").resize((27 * 4, 21 * 4), Image.Resampling.BICUBIC), dtype=np.float64)
+    assert got.shape == (21 * 4, 27 * 4, 3)
+    assert np.array_equal(got[..., 0], up[..., 0]) and np.array_equal(got[..., 1], net[..., 1])
+    assert np.abs(got[..., 2] - (up[..., 2] + net[..., 2]) / 2).max() <= 0.5 + 1e-9
+    import imtranslate
+
+    pil = imtranslate.load_stylesr(ckpt, device="cpu")(Image.open(src / "a.png"), blend=0.0)
+    assert pil.size == (27 * 4, 21 * 4) and np.array_equal(np.asarray(pil, dtype=np.float64), net)
+    assert main(["stylize", str(src / "a.png"), "--stylesr", ckpt, "--style", str(src / "b.png"), "-o",
+                 str(tmp_path / "x")]) == 2
+
+    # ONNX: the exported graph gives the predictor's 4x output (the export command checks parity itself)
+    pytest.importorskip("onnxruntime")
+    assert main(["export", ckpt, "--onnx", str(tmp_path / "sr.onnx")]) == 0
+    import onnxruntime as ort
+    from imtranslate.infer import Predictor
+
+    pred = Predictor.from_checkpoint(ckpt, device="cpu")
+    x = torch.rand(1, 3, 19, 23) * 2 - 1
+    sess = ort.InferenceSession(str(tmp_path / "sr.onnx"), providers=["CPUExecutionProvider"])
+    (y,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    ref = pred.translate_tensor(x).numpy()
+    assert y.shape == (1, 3, 76, 92) and np.abs(y - ref).max() < 1e-4
+
 
 def test_photos_from_a_folder_of_odd_sized_pictures(tmp_path):
     folder = tmp_path / "photos"

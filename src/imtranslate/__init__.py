@@ -39,6 +39,14 @@ def train(config=None, overrides=None, *, resume=None, **kwargs):
     return _train(cfg, **kwargs)
 
 
+def load_stylesr(checkpoint, **kwargs):
+    """A ``stylesr`` net (stylise and up-scale in one pass) with SPEC S3's per-channel blend:
+    ``load_stylesr(ckpt)(photo, blend=(a, b, c))`` (see :class:`imtranslate.infer.stylize.StyleSRBlender`)."""
+    from .infer.stylize import StyleSRBlender
+
+    return StyleSRBlender.from_checkpoint(checkpoint, **kwargs)
+
+
 def load_stylizer(inverse=None, **kwargs):
     """A style-swap stylizer (SPEC S3) from a ``styleswap`` checkpoint (the inverse network), or
     without one for optimisation-based inversion (see :class:`imtranslate.infer.stylize.Stylizer`)."""

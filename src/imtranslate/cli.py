@@ -229,6 +229,22 @@ def cmd_stylize(args) -> None:
     from .infer.stylize import Stylizer
 
     weights = _blend_weights(args)
+    if args.stylesr:  # one net stylises and up-scales; the blend is with the up-sampled content
+        from .data import prepare_output_dir
+        from .infer.stylize import StyleSRBlender
+
+        if args.inverse or args.optimize or args.style:
+            raise ImtranslateError("--stylesr carries its style in the net: give it without --style, --inverse "
+                                   "or --optimize")
+        b = StyleSRBlender.from_checkpoint(args.stylesr, device=args.device, use_ema=not args.no_ema)
+        prepare_output_dir(args.output)
+        written = b.stylize_files(args.contents, args.output, blend=weights, preserve_color=args.preserve_color,
+                                  suffix=args.suffix, progress=not args.quiet)
+        print(f"wrote {len(written)} picture(s), {b.scale}x their size, to {args.output} (blend "
+              f"{','.join(map(str, weights))}; {b.predictor.source} weights of {args.stylesr})")
+        return
+    if not args.style:
+        raise ImtranslateError("give --style PICTURE (or --stylesr CKPT, a net trained with task=stylesr)")
     if args.inverse:
         st = Stylizer.from_checkpoint(args.inverse, vgg_weights=args.vgg_weights, device=args.device, tile=args.tile,
                                       use_ema=not args.no_ema)
@@ -416,7 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stylize", help="style transfer by style swap (SPEC S3), blended with the content per channel")
     p.add_argument("contents", nargs="+", metavar="CONTENT", help="content pictures: files, folders or globs")
-    p.add_argument("--style", required=True, metavar="STYLE", help="the style picture")
+    p.add_argument("--style", metavar="STYLE", help="the style picture (not with --stylesr)")
+    p.add_argument("--stylesr", metavar="CKPT", help="a stylesr checkpoint: stylise and up-scale in one pass, "
+                   "then blend with the content up-sampled to the output size")
     p.add_argument("--inverse", metavar="CKPT", help="inverse network: a checkpoint trained with task=styleswap")
     p.add_argument("-o", "--output", required=True, help="output folder (one picture per content, same size)")
     p.add_argument("--blend", type=float, default=None, metavar="A",

@@ -194,5 +194,6 @@ class StyleSRNet(nn.Module):
         y = self.out(self.head(d))  # (B, C_out, scale * H', scale * W')
         if self.residual:
             up = F.interpolate(xp, scale_factor=self.scale, mode="bicubic", align_corners=False)
-            y = y + torch.atanh(up.clamp(-_RESIDUAL_CLAMP, _RESIDUAL_CLAMP))
+            u = up.clamp(-_RESIDUAL_CLAMP, _RESIDUAL_CLAMP)
+            y = y + 0.5 * torch.log((1 + u) / (1 - u))  # atanh(u), written so ONNX opset 17 can export it
         return crop_to(torch.tanh(y), size)  # (B, C_out, scale * H, scale * W)
