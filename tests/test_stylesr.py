@@ -310,6 +310,46 @@ def test_train_light_config_from_the_cli(synroot, tmp_path):
     assert main(["stylize", str(src / "a.png"), "--stylesr", ckpt, "--style", str(src / "b.png"), "-o",
                  str(tmp_path / "x")]) == 2
 
+    # eval: LR made from each held-out photo as in training, the photo itself the target
+    from imtranslate.evaluate import evaluate
+    from imtranslate.metrics import psnr
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (34, 41, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    res = evaluate(ckpt, photos, device="cpu", progress=False, log=lambda m: None)
+    assert res["count"] == 2 and np.isfinite(res["metrics"]["psnr"])
+    # the same figure by hand for one photo: 32x40 (whole LR pixels), its own degraded copy in
+    from imtranslate.data import read_image, to_tensor
+    from imtranslate.infer import Predictor as _P
+    from imtranslate.tasks import get_task
+
+    p = _P.from_checkpoint(ckpt, device="cpu")
+    hr = to_tensor(read_image(photos / "p0.png", "rgb"))[None]
+    lr, target = get_task("stylesr").eval_inputs({"A": hr}, p.cfg)
+    assert lr.shape[-2:] == (8, 10) and target.shape[-2:] == (32, 40)
+    single = float(psnr(p.translate_tensor(lr), target)[0])
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "p0.png").write_bytes((photos / "p0.png").read_bytes())
+    assert evaluate(ckpt, one, device="cpu", progress=False, log=lambda m: None)["metrics"]["psnr"] == \
+        pytest.approx(single, abs=1e-4)
+
+    # the web page offers it as a translation model: 4x pictures, the predictor's pixels
+    pytest.importorskip("fastapi")
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+    from imtranslate.web.app import create_app
+
+    client = TestClient(create_app(None, p))
+    r = client.post("/api/translate", files={"image": ("a.png", (src / "a.png").read_bytes(), "image/png")})
+    assert r.status_code == 200 and (r.json()["width"], r.json()["height"]) == (27 * 4, 21 * 4)
+    shown = Image.open(io.BytesIO(base64.b64decode(r.json()["output"].split(",", 1)[1])))
+    assert np.array_equal(np.asarray(shown, dtype=np.float64), net)
+
     # ONNX: the exported graph gives the predictor's 4x output (the export command checks parity itself)
     pytest.importorskip("onnxruntime")
     assert main(["export", ckpt, "--onnx", str(tmp_path / "sr.onnx")]) == 0

@@ -65,8 +65,9 @@ def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1
     from tqdm import tqdm
 
     for batch in tqdm(loader, disable=not progress, desc="eval", unit="batch"):
-        out = pred.translate_tensor(batch["A"])
-        target = batch["B"].to(out.device)
+        A, target = pred.task_cls.eval_inputs(batch, pred.cfg)
+        out = pred.translate_tensor(A)
+        target = target.to(out.device)
         acc.update(out, target)
         if fid_path is not None:
             try:

@@ -244,6 +244,13 @@ class Task:
         """
         return G(A)
 
+    @classmethod
+    def eval_inputs(cls, batch: dict, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+        """``imtranslate eval``: (network input, target) of a held-out batch of whole pictures.
+        Paired data: ``A`` and ``B``; tasks that make their inputs (e.g. stylesr's LR from a
+        photo) override this."""
+        return batch["A"], batch["B"]
+
     def validation_translate(self, G: nn.Module, batch: dict) -> torch.Tensor:
         return self.translate(G, batch["A"], self.cfg, self.extra_tensors(), batch=batch)
 

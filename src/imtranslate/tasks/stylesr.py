@@ -278,6 +278,20 @@ class StyleSRTask(Task):
         ds = FolderPairs(cls._records(cfg, split), cfg.data, train=split == "train", seed=cfg.train.seed)
         return SeededItems(ds, seed=cfg.train.seed, train=split == "train")
 
+    @classmethod
+    def eval_inputs(cls, batch: dict, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+        """Held-out photos: the LR input made as in training (fixed seeds: every run of eval
+        sees the same degradation), the photo itself the target (``target=sr``)."""
+        m = cfg.model
+        if m.target != "sr":
+            raise ConfigError(f"imtranslate eval compares outputs with targets; a target={m.target} net has "
+                              "none on plain photos (its quality figures are in benchmarks/stylesr.py)")
+        hr = batch["A"]
+        h, w = hr.shape[-2] // m.scale * m.scale, hr.shape[-1] // m.scale * m.scale
+        hr = hr[..., :h, :w]  # whole LR pixels
+        seeds = torch.arange(hr.shape[0])
+        return degrade_batch(hr, seeds, degradation_of(m)), hr
+
     def to_device(self, batch: dict) -> dict:
         """Moves the batch and makes the LR input: ``A`` <- LR(``A``), the HR photo kept as ``hr``."""
         batch = super().to_device(batch)
