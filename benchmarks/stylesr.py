@@ -236,6 +236,7 @@ def quality(minutes: float, light: bool, quick: bool, threads: int) -> dict:
     from imtranslate.tasks import get_task, load_config
     from imtranslate.tasks.stylesr import degradation_of
     from imtranslate.train.loop import train
+    from imtranslate.train.stepping import build_task
     from torch.utils.data import DataLoader
 
     if threads:
@@ -252,8 +253,14 @@ def quality(minutes: float, light: bool, quick: bool, threads: int) -> dict:
     # steps that fill the time: measure a few steps first
     cfg = load_config(base, over + ["train.steps=1000"])
     task_cls = get_task("stylesr")
-    task = task_cls(cfg, "cpu")
-    loader = iter(DataLoader(task_cls.build_dataset(cfg, "train"), batch_size=cfg.train.batch_size, shuffle=True))
+    task = build_task(cfg, "cpu")  # with the loop's stepper, as train() runs it
+    ds = task_cls.build_dataset(cfg, "train")
+
+    def batches():  # a handful of photos: go round them as often as the timing needs
+        while True:
+            yield from DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True)
+
+    loader = batches()
     task.train_step(task.to_device(next(loader)), 0)
     t0 = time.perf_counter()
     for i in range(3):

@@ -13,6 +13,7 @@
 
     python benchmarks/tiling.py                 # both parts (CPU: a few minutes)
     python benchmarks/tiling.py --skip-4096     # part 2 only
+    python benchmarks/tiling.py --large-model stylesr --models unet   # 1024 px in, 4096 px out, x4
 
 Timings are wall-clock on whatever else the machine runs at the same time.
 """
@@ -41,12 +42,16 @@ MODELS = {  # the defaults of each task, with the pix2pix U-Net at its paper siz
     "unet": ["task=pix2pix", "model.ngf=64", "model.num_downs=8"],
     "pix2pixhd": ["task=pix2pixhd", "model.vgg_weights=random"],
     "multires": ["task=multires", "model.vgg_weights=random"],
+    # the stylise + super-resolve net (x4): a 1024 x 1024 input becomes a 4096 x 4096 output
+    "stylesr": ["task=stylesr", "data.dataset=photos", "model.vgg_weights=random", "model.lambda_perceptual=0"],
 }
+LARGE_NAMES = {"unet": "pix2pix U-Net (ngf 64, 8 downs, random weights)",
+               "stylesr": "stylesr full x4 (its defaults, random weights)"}
 
 
 def predictor(name: str) -> Predictor:
     torch.manual_seed(0)
-    cfg = load_config(None, MODELS[name] + RGB)
+    cfg = load_config(None, MODELS[name] + (RGB if name != "stylesr" else ["data.crop_size=256"]))
     G = get_task(cfg.task)(cfg, "cpu").generator
     calibrate_batchnorm(G)
     return Predictor(G, cfg, device="cpu")
@@ -95,10 +100,12 @@ def vm_hwm() -> int:
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def big_child(size: int, budget: float) -> None:
-    """Part 1, in its own process so its peak memory is the translation's alone."""
+def big_child(size: int, budget: float, model: str = "unet") -> None:
+    """Part 1, in its own process so its peak memory is the translation's alone. ``size`` is the
+    output side; a net of scale s reads an input of side size / s."""
     t0 = time.perf_counter()
-    p = predictor("unet")
+    p = predictor(model)
+    size = size // int(p.scale)  # the input side
     A = photo(size)
     t1 = time.perf_counter()
     choice = p.plan_tiling(A.shape, max_memory=budget)
@@ -109,7 +116,7 @@ def big_child(size: int, budget: float) -> None:
     mem = p.memory_model()
     print(json.dumps({
         "size": size, "budget_gb": budget, "peak_rss_gb": vm_hwm() / 2**30,
-        "tile": p.last_tiling.tile, "overlap": p.last_tiling.overlap, "effective_overlap": plan.xs[0][1] - plan.xs[1][0]
+        "multiple": p.multiple, "tile": p.last_tiling.tile, "overlap": p.last_tiling.overlap, "effective_overlap": plan.xs[0][1] - plan.xs[1][0]
         if len(plan.xs) > 1 else 0, "tiles": plan.n_tiles, "reason": p.last_tiling.reason,
         "notes": p.last_tiling.notes, "overlap_needed": p.tile_overlap()[0],
         "setup_s": t1 - t0, "plan_s": t2 - t1, "translate_s": t3 - t2,
@@ -118,16 +125,17 @@ def big_child(size: int, budget: float) -> None:
     }))
 
 
-def part1(size: int, budget: float) -> dict:
-    cmd = [sys.executable, __file__, "--child", str(size), "--budget", str(budget)]
+def part1(size: int, budget: float, model: str = "unet") -> dict:
+    cmd = [sys.executable, __file__, "--child", str(size), "--budget", str(budget), "--large-model", model]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"the {size} px run failed:\n{res.stderr}")
     r = json.loads(res.stdout.strip().splitlines()[-1])
-    print(f"## {size} x {size} RGB, pix2pix U-Net (ngf 64, 8 downs, random weights), --max-memory {budget:g}")
+    print(f"## {r['size']} x {r['size']} RGB input -> {r['out_shape'][-1]} x {r['out_shape'][-2]} output, "
+          f"{LARGE_NAMES[model]}, --max-memory {budget:g}")
     print(f"  untiled would need ~{r['untiled_estimate_gb']:.1f} GB ({r['per_pixel_bytes']:.0f} B/pixel measured)")
     print(f"  chose {r['tile']} px tiles, {r['overlap']} px overlap asked ({r['effective_overlap']} px after aligning "
-          f"to the 256 px multiple), {r['tiles']} tiles")
+          f"to the model's {r.get('multiple', 256)} px multiple), {r['tiles']} tiles")
     for n in r["notes"]:
         print(f"  note: {n}")
     print(f"  peak RSS of the whole process: {r['peak_rss_gb']:.2f} GB")
@@ -197,6 +205,8 @@ def main() -> None:
     ap.add_argument("--compare-size", type=int, default=512)
     ap.add_argument("--tile", type=int, default=256, help="tile side of the comparison (default 256)")
     ap.add_argument("--models", default="unet,pix2pixhd,multires")
+    ap.add_argument("--large-model", default="unet", choices=sorted(LARGE_NAMES),
+                    help="the net of the large run (stylesr: a 1024 px input, 4096 px output)")
     ap.add_argument("--skip-4096", action="store_true", help="only the tiled-vs-untiled comparison")
     ap.add_argument("--stream-large", action="store_true",
                     help="also stream the statistics on the large comparison images (slow)")
@@ -204,11 +214,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.child:
-        big_child(args.child, args.budget)
+        big_child(args.child, args.budget, args.large_model)
         return
     res = {}
     if not args.skip_4096:
-        res["large"] = part1(args.size, args.budget)
+        res["large"] = part1(args.size, args.budget, args.large_model)
     res["compare"] = part2(args.compare_size, args.tile, args.models.split(","), args.stream_large)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
