@@ -116,7 +116,7 @@ class Cascade(nn.Module):
 # Our nets, with the built-in configs' kwargs
 # --------------------------------------------------------------------------------------------
 def _ours(config: str) -> nn.Module:
-    from imtranslate.tasks import get_task, load_config
+    from imtranslate.tasks import load_config
 
     cfg = load_config(Path(__import__("imtranslate").__file__).parent / "configs" / f"{config}.yaml",
                       ["model.vgg_weights=random", "model.lambda_gan=0"])
@@ -230,14 +230,12 @@ def skimage_photos(root: Path) -> Path:
 
 def quality(minutes: float, light: bool, quick: bool, threads: int) -> dict:
     from imtranslate import metrics
-    from imtranslate.checkpoint_file import load_generator
+    from imtranslate.checkpoint_file import load_generator, read_meta
     from imtranslate.data import list_images, read_image, to_tensor
     from imtranslate.data.degrade import degrade_batch, upscale_bicubic
-    from imtranslate.tasks import get_task, load_config
+    from imtranslate.tasks import load_config
     from imtranslate.tasks.stylesr import degradation_of
     from imtranslate.train.loop import train
-    from imtranslate.train.stepping import build_task
-    from torch.utils.data import DataLoader
 
     if threads:
         torch.set_num_threads(threads)
@@ -250,28 +248,23 @@ def quality(minutes: float, light: bool, quick: bool, threads: int) -> dict:
             "train.lr_policy=cosine", "train.lr_decay_start=0.5", f"train.out_dir={work / 'runs'}"]
     if quick:
         over += ["model.ngf=4", "model.head_width=4", "data.crop_size=32", "train.batch_size=2"]
-    # steps that fill the time: measure a few steps first
-    cfg = load_config(base, over + ["train.steps=1000"])
-    task_cls = get_task("stylesr")
-    task = build_task(cfg, "cpu")  # with the loop's stepper, as train() runs it
-    ds = task_cls.build_dataset(cfg, "train")
-
-    def batches():  # a handful of photos: go round them as often as the timing needs
-        while True:
-            yield from DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, drop_last=True)
-
-    loader = batches()
-    task.train_step(task.to_device(next(loader)), 0)
-    t0 = time.perf_counter()
-    for i in range(3):
-        task.train_step(task.to_device(next(loader)), i)
-    step_s = (time.perf_counter() - t0) / 3
-    steps = max(2, int(minutes * 60 / step_s))
-    print(f"quality: {config}, {step_s:.2f} s/step -> {steps} steps for {minutes} min", file=sys.stderr)
-    cfg = load_config(base, over + [f"train.steps={steps}", f"train.ckpt_every={steps}"])
+    # steps that fill the time: the loop's own step rate (data loading included) from a short run
+    # of it, then train.time_limit as the hard bound, so the budget holds even if the rate drifts
+    cfg = load_config(base, over + ["train.steps=25", "train.log_every=5", "train.ckpt_every=25",
+                                    f"train.out_dir={work / 'calibrate'}"])
+    cal = train(cfg, log=lambda m: None)
+    recs = [json.loads(ln) for ln in (cal / "metrics.jsonl").read_text().splitlines()]
+    ips = [r["images_per_s"] for r in recs if r.get("kind") == "train" and r["step"] > 5]
+    step_s = cfg.train.batch_size / float(np.median(ips))
+    budget = minutes * 60
+    steps = max(2, int(budget / step_s))
+    print(f"quality: {config}, {step_s:.2f} s/step in the loop -> {steps} steps for {minutes} min", file=sys.stderr)
+    cfg = load_config(base, over + [f"train.steps={steps}", f"train.ckpt_every={steps}",
+                                    f"train.time_limit={budget}"])
     t0 = time.perf_counter()
     run = train(cfg, log=lambda m: print(m, file=sys.stderr))
     train_min = (time.perf_counter() - t0) / 60
+    steps = read_meta(run / "checkpoints" / "last.safetensors")["step"]
     G = load_generator(run / "checkpoints" / "last.safetensors").net.eval()
     s, deg = cfg.model.scale, degradation_of(cfg.model)
     res = {"ours_psnr": [], "bicubic_psnr": [], "ours_ssim": [], "bicubic_ssim": []}

@@ -1,5 +1,6 @@
 """Nothing lost, nothing silent: diverging runs stop and keep the good checkpoint, SIGTERM
 checkpoints like Ctrl-C, resume overrides are checked, floats parse as people write them."""
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,15 @@ def test_scaler_skipped_steps_are_not_divergence_but_a_long_run_of_them_is(tmp_p
     with pytest.raises(TrainingDiverged, match="25 steps in a row with inf/NaN gradients under fp16"):
         train(load_config(None, tiny_overrides("pix2pix", tmp_path, steps=40) + [f"task={overflowing.name}"]), **QUIET)
     overflowing.overflows = 3
+
+
+# ---- a wall-clock budget ---------------------------------------------------------------------------
+def test_a_time_limit_ends_the_run_like_its_last_step(tmp_path):
+    over = tiny_overrides("pix2pix", tmp_path, steps=500) + ["train.time_limit=0.000001", "train.ckpt_every=1000"]
+    run = train(load_config(None, over), **QUIET)
+    last = run / "checkpoints" / "last.safetensors"
+    meta = read_meta(last)
+    assert meta["step"] == 1  # stopped at the first step past the budget, not at 500
+    assert _finite(last)
+    recs = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("kind") == "val" and r["step"] == 1 for r in recs)  # validated as a finished run

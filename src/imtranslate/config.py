@@ -85,6 +85,9 @@ class TrainConfig:
     """The training loop shared by every task."""
 
     steps: int = 2000  # total optimisation steps (one D step + one G step each)
+    # wall-clock budget in seconds of training (0 = none): the run stops at the first step past
+    # it, validates and writes its last checkpoint as at train.steps (equal-time comparisons)
+    time_limit: float = 0.0
     batch_size: int = 4
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -327,7 +330,7 @@ def assemble(data: dict, model_cls: type) -> Config:
 #: Everything else (nets, losses, data, batch size, seed, EMA) defines the run and would make the
 #: saved weights and optimiser state mean something else.
 RESUMABLE = frozenset({
-    "train.steps", "train.lr_g", "train.lr_d", "train.lr_policy", "train.lr_decay_start",
+    "train.steps", "train.time_limit", "train.lr_g", "train.lr_d", "train.lr_policy", "train.lr_decay_start",
     "train.lr_step_every", "train.log_every", "train.image_every", "train.val_every",
     "train.val_batches", "train.ckpt_every", "train.keep_ckpts", "train.progress", "train.tensorboard",
     "train.device", "train.threads", "train.step_in_backward", "train.channels_last", "data.num_workers",

@@ -384,6 +384,7 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
     t_last, n_last = time.perf_counter(), step
     stepper = task.stepper
     skipped_run = 0  # fp16: consecutive steps the loss scaler skipped
+    t_start = time.perf_counter()  # train.time_limit counts from here (this process, this session)
     with StopSignals() as stop:
         try:
             while step < t.steps:
@@ -417,9 +418,15 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
                 else:
                     skipped_run = 0
                 # every process stops at the same step when any of them diverged or was signalled
-                any_bad, any_stop = distributed.any_flags([bool(why), bool(stop.signum)], device)
+                out_of_time = bool(t.time_limit) and time.perf_counter() - t_start >= t.time_limit
+                any_bad, any_stop, any_late = distributed.any_flags([bool(why), bool(stop.signum), out_of_time],
+                                                                    device)
                 if any_bad:
                     raise diverged(step, why or "a non-finite loss in another process")
+                if any_late and step < t.steps:
+                    bar.write(f"train.time_limit={t.time_limit:g} s reached at step {step} of {t.steps}")
+                    bar.update(1)
+                    break
                 if step % t.log_every == 0 or step == t.steps:
                     logs = distributed.average_scalars(logs, device)  # every process takes part
                     now = time.perf_counter()
