@@ -31,6 +31,12 @@ target=sr x4, L1 only (the PSNR-optimal loss; no VGG weights needed) for about t
 of wall time on scikit-image's sample photographs, then up-scales held-out photographs whole
 (astronaut, coffee and camera are never trained on) and prints PSNR/SSIM of ours and bicubic on
 the same HR pictures.
+
+Teacher (``--teacher-quality SWAP_STEPS SR_STEPS``): trains style swap's inverse net on the same
+photographs with the built-in generated style picture, then ``target=teacher`` x4 on its outputs
+(L1), for fixed step counts; on held-out photographs it prints PSNR/SSIM of one stylesr pass on
+the LR photo against the teacher's output on the HR photo, next to what the LR photo alone gives
+(the teacher at LR, bicubic x4), and each output's Gram distance to the style picture.
 """
 from __future__ import annotations
 
@@ -293,6 +299,97 @@ def quality(minutes: float, light: bool, quick: bool, threads: int) -> dict:
     return means
 
 
+def teacher_quality(swap_steps: int, sr_steps: int, quick: bool, threads: int) -> dict:
+    """target=teacher: how closely one x4 pass reproduces the style-swap pipeline run on the HR photo.
+
+    Fixed step counts (not a time budget), so the figures do not depend on the machine's load."""
+    from imtranslate.checkpoint_file import load_generator
+    from imtranslate import metrics
+    from imtranslate.data import list_images, read_image, to_tensor, write_image
+    from imtranslate.data.degrade import degrade_batch, upscale_bicubic
+    from imtranslate.data.styles import builtin_style
+    from imtranslate.tasks import load_config
+    from imtranslate.tasks.stylesr import TeacherTargets, degradation_of
+    from imtranslate.train.loop import train
+    from imtranslate.train.stepping import build_task
+
+    if threads:
+        torch.set_num_threads(threads)
+    work = Path(tempfile.mkdtemp(prefix="stylesr_teacher_"))
+    root = skimage_photos(work / "photos")
+    style_dir = work / "style"
+    style_dir.mkdir()
+    write_image(style_dir / "builtin.png", builtin_style(256))
+    quiet = ["train.progress=false", "train.tensorboard=false", "train.image_every=0", "train.val_every=0",
+             f"train.out_dir={work / 'runs'}", "model.vgg_weights=random"]
+    small = ["model.ngf=4"] if quick else []
+    # 1. the teacher: style swap's inverse net (random-weight VGG encoder: nothing pretrained here)
+    t0 = time.perf_counter()
+    swap_cfg = load_config(None, ["task=styleswap", "data.dataset=unpaired", f"data.root={root / 'train'}",
+                                  f"data.style_root={style_dir}", "data.load_size=128", "data.crop_size=64",
+                                  "model.lambda_pixel=1.0", f"train.steps={swap_steps}", "train.batch_size=4",
+                                  "train.lr_g=0.001", "train.beta1=0.9", f"train.ckpt_every={swap_steps}",
+                                  *quiet, *small])
+    swap_run = train(swap_cfg, log=lambda m: print(m, file=sys.stderr))
+    swap_min = (time.perf_counter() - t0) / 60
+    teacher_ckpt = swap_run / "checkpoints" / "last.safetensors"
+    # 2. the student: one x4 net trained on the teacher's outputs of the HR photos (L1 only)
+    crop = 32 if quick else 96
+    base = Path(__import__("imtranslate").__file__).parent / "configs" / "stylesr_sr_x4.yaml"
+    over = [f"data.root={root}", f"data.crop_size={crop}", "model.target=teacher", f"model.teacher={teacher_ckpt}",
+            f"model.style_image={style_dir / 'builtin.png'}", f"model.teacher_cache={work / 'cache'}",
+            "model.lambda_perceptual=0", "model.lambda_gan=0", "train.lr_policy=cosine",
+            "train.lr_decay_start=0.5", f"train.steps={sr_steps}", f"train.ckpt_every={sr_steps}", *quiet]
+    if quick:
+        over += ["model.ngf=4", "model.head_width=4", "train.batch_size=2"]
+    cfg = load_config(base, over)
+    t0 = time.perf_counter()
+    run = train(cfg, log=lambda m: print(m, file=sys.stderr))
+    sr_min = (time.perf_counter() - t0) / 60
+    G = load_generator(run / "checkpoints" / "last.safetensors").net.eval()
+    task = build_task(cfg, "cpu")  # its style_error: relative Gram error vs the style picture
+    teacher = TeacherTargets(cfg)
+    s, deg = cfg.model.scale, degradation_of(cfg.model)
+    rows = {k: {"psnr": [], "ssim": [], "style": [], "s": []} for k in ("teacher", "ours", "lr_teacher")}
+    for i, f in enumerate(list_images(root / "val")):
+        img = read_image(f, "rgb")
+        side = 64 if quick else 512
+        h, w = min(img.shape[0], side) // s * s, min(img.shape[1], side) // s * s
+        hr_img = np.ascontiguousarray(img[:h, :w])
+        hr = to_tensor(hr_img)[None]
+        lr = degrade_batch(hr, torch.tensor([i]), deg)
+        t1 = time.perf_counter()
+        target = to_tensor(teacher.stylise(hr_img))[None]  # the teacher on the HR photo
+        rows["teacher"]["s"].append(time.perf_counter() - t1)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            ours = G(lr)
+        rows["ours"]["s"].append(time.perf_counter() - t1)
+        lr_img = ((lr[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        t1 = time.perf_counter()  # what the small photo alone gives: the teacher at LR, then bicubic x4
+        small_out = upscale_bicubic(to_tensor(teacher.stylise(lr_img))[None], s)
+        rows["lr_teacher"]["s"].append(time.perf_counter() - t1)
+        with torch.inference_mode():
+            for k, y in (("teacher", target), ("ours", ours), ("lr_teacher", small_out)):
+                rows[k]["psnr"].append(float(metrics.psnr(y, target)[0]))
+                rows[k]["ssim"].append(float(metrics.ssim(y, target)[0]))
+                rows[k]["style"].append(float(task.style_error(task.vgg(y.float()))[0]))
+    means = {k: {m: float(np.mean(v)) for m, v in r.items()} for k, r in rows.items()}
+    print(f"\ntarget=teacher x{s}: teacher = style swap (inverse net, {swap_steps} steps, {swap_min:.1f} min; "
+          f"random-weight VGG-19 encoder), student = stylesr_sr_x4, L1, {sr_steps} steps in {sr_min:.1f} min; "
+          f"held-out {', '.join(HELD_OUT)}, up to {512 if not quick else 64} px HR\n")
+    print("| output | PSNR vs teacher(HR) dB | SSIM | Gram distance to the style | s per picture |")
+    print("|---|---|---|---|---|")
+    names = {"teacher": "teacher on the HR photo (the target)", "ours": "stylesr: one pass on the LR photo",
+             "lr_teacher": "teacher on the LR photo, then bicubic x4"}
+    for k in ("teacher", "ours", "lr_teacher"):
+        r = means[k]
+        psnr = "—" if k == "teacher" else f"{r['psnr']:.2f}"
+        ssim = "—" if k == "teacher" else f"{r['ssim']:.4f}"
+        print(f"| {names[k]} | {psnr} | {ssim} | {r['style']:.4f} | {r['s']:.3f} |")
+    return means
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=256, help="input side (output is 4x)")
@@ -300,6 +397,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--quality", type=float, default=0.0, metavar="MINUTES",
                     help="also train target=sr x4 this long on scikit-image photographs and report PSNR/SSIM")
+    ap.add_argument("--teacher-quality", type=int, nargs=2, default=None, metavar=("SWAP_STEPS", "SR_STEPS"),
+                    help="also train a style-swap teacher and a target=teacher x4 student for these many steps; "
+                         "PSNR vs the teacher's HR output and Gram distance to the style")
     ap.add_argument("--light", action="store_true", help="quality: train the light net instead of the full one")
     ap.add_argument("--no-speed", action="store_true", help="skip the speed table")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and 2 repeats: check that the script runs")
@@ -314,6 +414,8 @@ def main() -> None:
         speed_table(args.size, args.repeats, args.threads)
     if args.quality > 0:
         quality(args.quality, args.light, args.quick, args.threads)
+    if args.teacher_quality:
+        teacher_quality(*args.teacher_quality, args.quick, args.threads)
 
 
 if __name__ == "__main__":
