@@ -64,7 +64,7 @@ def _mat(a: float, s: float, tx: float, ty: float) -> np.ndarray:
 class _Scene:
     """One scene as layers with their motion: background canvas + object sprites."""
 
-    def __init__(self, rng: np.random.Generator, size: int, n_classes: int, motion: float):
+    def __init__(self, rng: np.random.Generator, size: int, n_classes: int, motion: float, camera: bool = True):
         self.size = S = size
         big = 2 * S  # the camera looks at a window of the background canvas
         yy, xx = np.mgrid[0:big, 0:big].astype(np.float32)
@@ -72,8 +72,8 @@ class _Scene:
         phi = rng.uniform(-np.pi * 0.85, -np.pi * 0.15)
         lx, ly = math.cos(phi), math.sin(phi)
         # camera: frame pixel -> canvas pixel; starts centred, pans and zooms at constant rates
-        self.pan = rng.uniform(-1.5, 1.5, 2) * motion  # px / frame
-        self.zoom = rng.uniform(-0.01, 0.01) * motion  # relative / frame
+        self.pan = rng.uniform(-1.5, 1.5, 2) * motion * camera  # px / frame
+        self.zoom = rng.uniform(-0.01, 0.01) * motion * camera  # relative / frame
         self.cam0 = np.array([S / 2.0, S / 2.0])
         self.sprites = []  # nearest last: (photo, label, mask, centre, p0, velocity, angle0, omega)
         n_obj = int(rng.integers(2, 6))
@@ -171,7 +171,7 @@ class _Scene:
 
 
 def make_clip(rng_or_seed, n_frames: int = 8, size: int = 64, n_classes: int = 6, *, motion: float = 1.0,
-              light: float = 0.05, cuts=(), split: str = "train", index: int = 0) -> SceneClip:
+              light: float = 0.05, cuts=(), split: str = "train", index: int = 0, camera: bool = True) -> SceneClip:
     """An animated synthetic scene of ``n_frames`` frames with exact flow and occlusion masks.
 
     Args:
@@ -183,6 +183,8 @@ def make_clip(rng_or_seed, n_frames: int = 8, size: int = 64, n_classes: int = 6
             2 px and 3 degrees per frame).
         light: amplitude of the slow global light change (0.05 = +-5 %).
         cuts: frame indices at which the clip cuts to a new scene.
+        camera: False keeps the camera still (only the objects move): the background is then
+            static, for flicker figures that need no flow.
     """
     if size < 16:
         raise ValueError(f"synthetic video needs size >= 16, got {size}")
@@ -197,7 +199,7 @@ def make_clip(rng_or_seed, n_frames: int = 8, size: int = 64, n_classes: int = 6
     scene, t0, prev = None, 0, None
     for t in range(n_frames):
         if scene is None or t in cuts:
-            scene, t0, prev = _Scene(next(rngs), size, n_classes, motion), t, None
+            scene, t0, prev = _Scene(next(rngs), size, n_classes, motion, camera), t, None
         label, layer, contour, photo, maps = scene.render(t - t0, light)
         if prev is None:
             flow, valid = np.zeros((size, size, 2), np.float32), np.zeros((size, size), bool)
