@@ -66,7 +66,8 @@ class Vid2VidGenerator(nn.Module):
                                n_blocks=flow_blocks, norm=norm)
         self.flow_body = flow.body
         self.flow_head = nn.Conv2d(flow_ngf, 3, 3, padding=1)  # (flow x, flow y, mask logit), linear
-        nn.init.zeros_(self.flow_head.weight)  # start at zero flow and mask 0.5
+        # start near zero flow and mask 0.5 (small, not zero, weights: the body still gets gradients)
+        nn.init.normal_(self.flow_head.weight, std=1e-3)
         nn.init.zeros_(self.flow_head.bias)
         self.multiple = max(self.image.multiple, flow.multiple)
         self.scale = 1
