@@ -153,6 +153,11 @@ def test_users_clips_dataset_uses_dis_flow(tmp_path):
     item = ds[0]
     assert item["clip_A"].shape == (3, 1, 32, 32) and item["flow"].shape == (3, 2, 32, 32)
     assert item["valid"][1].mean() > 0.3 and item["flow"][1].abs().max() > 0.5  # DIS found the motion
+    from imtranslate.errors import DataError
+
+    (root / "train" / "contour" / "clip_00009").mkdir()  # an input clip without its target
+    with pytest.raises(DataError, match="clip_00009.*no target clip"):
+        FolderClips(cfg.data, root / "train", 3)
 
 
 def test_cli_synthetic_video_train_video(tmp_path):
