@@ -26,8 +26,15 @@ Figures (all in [0, 1] units for warping error; PSNR in dB):
 * added ms/frame: scene-cut check + flow both ways + occlusion mask + warp + blend, median over
   repeats, per frame size (the translator's own cost is not included).
 
-    python benchmarks/video.py                       # full table (~2-3 CPU minutes)
-    python benchmarks/video.py --quick               # fewer configurations and repeats
+The **stand-in rows** above use no trained model. The **trained rows** (benchmarks/video_trained.py)
+train pix2pix, pix2pix with the temporal loss and vid2vid for the same wall-clock budget and measure
+them, with post-hoc blending, on held-out animated synthetic clips against ground truth, plus one
+clip of camera motion over a scikit-image photograph.
+
+    python benchmarks/video.py                       # everything (~10 CPU minutes)
+    python benchmarks/video.py --report docs/video   # also the strip GIF/MP4 and the per-frame plot
+    python benchmarks/video.py --quick               # fewer configurations, repeats and training seconds
+    python benchmarks/video.py --no-trained          # the stand-in rows only (~2-3 CPU minutes)
 """
 from __future__ import annotations
 
@@ -200,7 +207,15 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=21, help="timed repeats per configuration (median)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None, help="also write the figures here")
+    ap.add_argument("--no-trained", action="store_true", help="skip the rows with trained models")
+    ap.add_argument("--only-trained", action="store_true", help="only the rows with trained models")
+    ap.add_argument("--budget", type=float, default=75.0, help="training seconds per synthetic model (scikit-image "
+                    "models get half)")
+    ap.add_argument("--clips", type=int, default=4, help="held-out synthetic clips")
+    ap.add_argument("--report", default=None, metavar="DIR", help="write the strip GIF/MP4 and the warping-error plot here")
     args = ap.parse_args(argv)
+    if args.only_trained:
+        return trained(args)
 
     flows = ["dis-ultrafast", "dis-fast", "dis-medium", "farneback"]
     temporals = [0.5, 0.8, 0.9, 0.95]
@@ -236,6 +251,25 @@ def main(argv=None):
     print(f"\nload average at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"quality": rows, "cost_ms": costs, "load": load}, indent=2))
+    if not args.no_trained:
+        trained(args)
+
+
+def trained(args) -> None:
+    """The rows with trained models (benchmarks/video_trained.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import video_trained
+
+    budget, clips, frames, size = args.budget, args.clips, 12, 48
+    if args.quick:
+        budget, clips, frames, size = 6.0, 1, 5, 32
+    t0 = time.perf_counter()
+    res = video_trained.run(budget, clips, frames, size, Path(args.report) if args.report else None, args.quick)
+    video_trained.print_tables(res)
+    load = os.getloadavg()
+    print(f"\ntrained rows: {time.perf_counter() - t0:.0f} s; load average at the end: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}")
+    if args.report:
+        print(f"strip: {args.report}/video_strip.gif (.mp4); plot: {args.report}/video_warping_error.png")
 
 
 if __name__ == "__main__":

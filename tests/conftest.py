@@ -44,6 +44,11 @@ TINY_MODEL = {
     # the stylise + super-resolve task (arriving from its own branch; the options of its tests/test_stylesr.py)
     "stylesr": ["model.ngf=4", "model.n_levels=2", "model.n_blocks=1", "model.ndf=4", "model.n_layers_d=2",
                 "model.vgg_weights=random"],
+    # the sequential video generator on 3-frame synthetic clips (tests/test_vid2vid.py)
+    "vid2vid": ["model.n_frames=3", "model.ngf=4", "model.n_downsampling=2", "model.n_blocks=1", "model.flow_ngf=4",
+                "model.flow_downsampling=2", "model.flow_blocks=1", "model.ndf=4", "model.ndf_video=4",
+                "model.n_layers_d=1", "model.num_d=1", "model.num_d_video=1", "model.lambda_vgg=0",
+                "model.lambda_l1=1", "data.synthetic.input=contour"],
 }
 
 

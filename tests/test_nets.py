@@ -37,6 +37,8 @@ TINY = {
     "multiscale": dict(in_channels=5, ndf=4, n_layers=2, num_d=2),
     "style_inverse": dict(in_channels=5, n_up=2, ngf=4, depth=4),
     "stylesr": dict(in_channels=3, out_channels=3, scale=2, ngf=4, n_levels=3, n_blocks=1, separable=True),
+    "vid2vid": dict(in_channels=3, out_channels=2, ngf=4, n_downsampling=2, n_blocks=1, flow_ngf=4,
+                    flow_downsampling=2, flow_blocks=1),
 }
 
 
@@ -58,6 +60,9 @@ def make_inputs(name: str, net, size, seed: int = 0) -> tuple:
         return (make_pyramid(x, net.n_levels),)
     if name == "pix2pixhd_encoder":
         return (x, torch.randint(0, 4, (B, h, w), generator=g))
+    if name == "vid2vid":  # current frame, previous frame, previous output: the flow branch is used
+        prev_out = torch.rand(B, net.config["out_channels"], h, w, generator=g) * 2 - 1
+        return (x, torch.rand(B, c_in, h, w, generator=g) * 2 - 1, prev_out)
     return (x,)
 
 
@@ -87,7 +92,7 @@ def run(name: str, net, inputs) -> list[torch.Tensor]:
 def expected_shapes(name: str, net, size) -> list[tuple] | None:
     h, w = size
     cfg = net.config
-    if name in ("unet", "resnet"):
+    if name in ("unet", "resnet", "vid2vid"):
         assert net.scale == 1
         return [(B, cfg["out_channels"], h, w)]
     if name == "pix2pixhd_encoder":

@@ -239,6 +239,10 @@ class VideoTranslator:
 
         p = Predictor.from_checkpoint(checkpoint, device=device, use_ema=use_ema, batch_size=batch_size)
         p.checkpoint = str(checkpoint)  # named in errors
+        if p.cfg.task == "vid2vid" and cls is VideoTranslator:  # a sequential net: its own flow and mask
+            from .vid2vid import Vid2VidTranslator
+
+            return Vid2VidTranslator(p, device=device, **options)
         return cls(p, device=device, **options)
 
     def reset(self) -> None:
@@ -404,7 +408,7 @@ class VideoTranslator:
         result = {"input": str(src), "output": str(dst), "frames": n, "seconds": seconds,
                   "frames_per_second": n / seconds if seconds > 0 else float("nan"), "scene_cuts": cuts,
                   "fps": float(info.fps), "size": writer.size, "audio": writer.audio, "flow": self.flow.name,
-                  "temporal": self.temporal, "notes": list(writer.notes)}
+                  "temporal": self.temporal, "notes": list(writer.notes), "learned": getattr(self, "learned", False)}
         if report:
             result.update({"warping_error_per_frame": we_frame.value, "warping_error": we_out.value,
                            "psnr_vs_per_frame": psnr.value,
@@ -416,8 +420,9 @@ def format_report(result: dict) -> str:
     """Human-readable lines for the dict :meth:`VideoTranslator.translate_video` returns."""
     size = result.get("size") or ("?", "?")
     lines = [f"wrote {result['frames']} frame(s) {size[0]}x{size[1]} at {result['fps']:.3g} fps to {result['output']} "
-             f"({result['frames_per_second']:.1f} frames/s; flow {result['flow']}, temporal {result['temporal']:g}; "
-             f"{result['scene_cuts']} scene cut(s); audio: {result['audio']})"]
+             f"({result['frames_per_second']:.1f} frames/s; flow {result['flow']}, "
+             + ("vid2vid's learned flow and mask; " if result.get("learned") else f"temporal {result['temporal']:g}; ")
+             + f"{result['scene_cuts']} scene cut(s); audio: {result['audio']})"]
     lines += [f"note: {n}" for n in result.get("notes", [])]
     if "warping_error" in result:
         pf, out = result["warping_error_per_frame"], result["warping_error"]

@@ -7,7 +7,8 @@
 * :class:`VGGLoss` (perceptual + style in one VGG pass), :func:`perceptual_loss`,
   :func:`style_loss`, :func:`gram_matrix`.
 * :func:`tv_loss`.
-* :func:`temporal_loss` — masked L1 between an output and the flow-warped previous output.
+* :func:`temporal_loss` — masked L1 between an output and the flow-warped previous output;
+  :func:`flow_loss` — masked L1 between flows (vid2vid).
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ from .feature_matching import feature_matching_loss
 from .gan import GAN_MODES, GanMode, GANLoss
 from .perceptual import VGGLoss, gram_matrix, perceptual_loss, style_loss
 from .pixel import l1_loss, pyramid_l1
-from .temporal import temporal_loss
+from .temporal import flow_loss, temporal_loss
 from .tv import tv_loss
 
 __all__ = [
     "GANLoss", "GAN_MODES", "GanMode", "feature_matching_loss", "l1_loss", "pyramid_l1",
-    "VGGLoss", "gram_matrix", "perceptual_loss", "style_loss", "tv_loss", "temporal_loss",
+    "VGGLoss", "gram_matrix", "perceptual_loss", "style_loss", "tv_loss", "temporal_loss", "flow_loss",
 ]

@@ -31,3 +31,13 @@ def temporal_loss(out_t: torch.Tensor, out_prev: torch.Tensor, flow: torch.Tenso
         mask = mask.unsqueeze(1)
     # mean over the used pixels and channels; an all-zero mask gives 0, not NaN
     return (diff * mask).sum() / (mask.sum() * diff.shape[1]).clamp_min(1.0)
+
+
+def flow_loss(pred: torch.Tensor, target: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Masked L1 between a predicted and a reference flow ``(B, 2, H, W)``, in pixels (vid2vid's
+    flow loss); ``mask (B, 1, H, W)`` keeps the pixels where the reference is known."""
+    diff = (pred.float() - target.float()).abs()
+    if mask is None:
+        return diff.mean()
+    mask = mask.float()
+    return (diff * mask).sum() / (mask.sum() * 2).clamp_min(1.0)

@@ -15,6 +15,7 @@ discriminators return ``list[list[Tensor]]`` (scales x layer outputs, logits las
 * ``patch``: :class:`PatchDiscriminator`, 70x70 PatchGAN
 * ``multiscale``: :class:`MultiScaleDiscriminator`, pix2pixHD's multi-scale PatchGANs
 * ``stylesr``: :class:`StyleSRNet`, stylise + super-resolve in one pass (SPEC S4), x2 / x4
+* ``vid2vid``: :class:`Vid2VidGenerator`, one step of vid2vid's sequential generator (flow, mask, hallucination)
 * ``style_inverse``: :class:`InverseNet`, style swap's decoder from VGG features (SPEC S3;
   the swap itself is pure functions in ``nets/style_swap.py``)
 
@@ -33,11 +34,12 @@ from .registry import NETS, build_net, register_net
 from .resnet_gen import ResNetGenerator
 from .stylesr import StyleSRNet
 from .unet import UNetGenerator
+from .vid2vid import Vid2VidGenerator
 from .vgg import VGG19Features, resolve_vgg_weights
 
 __all__ = [
     "NETS", "build_net", "register_net",
-    "UNetGenerator", "ResNetGenerator", "Pix2PixHDGenerator", "InstanceFeatureEncoder", "MultiResGenerator", "StyleSRNet",
+    "UNetGenerator", "ResNetGenerator", "Vid2VidGenerator", "Pix2PixHDGenerator", "InstanceFeatureEncoder", "MultiResGenerator", "StyleSRNet",
     "PatchDiscriminator", "MultiScaleDiscriminator", "InverseNet", "VGG19Features", "resolve_vgg_weights",
     "instance_mean_features", "downsample_avg", "pad_to_multiple", "crop_to",
 ]

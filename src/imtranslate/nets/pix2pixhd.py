@@ -101,9 +101,16 @@ class Pix2PixHDGenerator(nn.Module):
         return 2 ** (len(self.enhancers) - self.active_enhancers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, k = len(self.enhancers), self.active_enhancers
         h, w = x.shape[-2:]
-        inputs = [pad_to_multiple(x, self.multiple)]  # inputs[j]: (B, C_in, H'/2**j, W'/2**j)
+        feat, head = self.features(pad_to_multiple(x, self.multiple))
+        s = self.output_scale()
+        return crop_to(head(feat), (h, w), Fraction(1, s))  # (B, C_out, ceil(H/s), ceil(W/s))
+
+    def features(self, x: torch.Tensor) -> tuple[torch.Tensor, nn.Module]:
+        """The finest active level's features of an input already padded to ``multiple``, and the
+        head that turns them into the picture (vid2vid adds its own heads on these features)."""
+        n, k = len(self.enhancers), self.active_enhancers
+        inputs = [x]  # inputs[j]: (B, C_in, H'/2**j, W'/2**j)
         for _ in range(n):
             inputs.append(downsample_avg(inputs[-1]))
 
@@ -112,8 +119,7 @@ class Pix2PixHDGenerator(nn.Module):
         for e, enhancer in enumerate(self.enhancers[:k], start=1):
             feat = enhancer.back(enhancer.front(inputs[n - e]) + feat)  # (B, ngf*2**(n-e), H'/2**(n-e), ...)
             head = enhancer.head
-        s = self.output_scale()
-        return crop_to(head(feat), (h, w), Fraction(1, s))  # (B, C_out, ceil(H/s), ceil(W/s))
+        return feat, head
 
 
 def instance_mean_features(feat: torch.Tensor, inst: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@
 ``multires``  — the multi-resolution, multi-loss translator (S1)  (tasks/multires.py)
 ``styleswap`` — style swap's inverse network (S3)                  (tasks/styleswap.py)
 ``stylesr``   — stylise + super-resolve in one net, x2 / x4 (S4)    (tasks/stylesr.py)
+``vid2vid``   — sequential video generator: flow, mask, hallucination,
+                image + video D, trained on clips (S6)           (tasks/vid2vid.py)
 
 Resolving a config lives here, not in ``config.py``: only this layer knows which dataclass a
 task's ``model:`` section is (``config.py`` stays below the tasks and never imports them).
@@ -25,7 +27,7 @@ def register_task(cls):
 
 def _load_all():
     # importing the modules registers the tasks
-    from . import multires, pix2pix, pix2pixhd, styleswap, stylesr  # noqa: F401
+    from . import multires, pix2pix, pix2pixhd, styleswap, stylesr, vid2vid  # noqa: F401
 
 
 def get_task(name: str):
