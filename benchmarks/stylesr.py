@@ -329,7 +329,9 @@ def teacher_quality(swap_steps: int, sr_steps: int, quick: bool, threads: int) -
                                   f"data.style_root={style_dir}", "data.load_size=128", "data.crop_size=64",
                                   "model.lambda_pixel=1.0", f"train.steps={swap_steps}", "train.batch_size=4",
                                   "train.lr_g=0.001", "train.beta1=0.9", f"train.ckpt_every={swap_steps}",
-                                  *quiet, *small])
+                                  # no EMA: over a few hundred steps an EMA of decay 0.999 is still ~3/4 the
+                                  # initial weights, and its inverse net paints one flat colour
+                                  "train.ema_decay=0", *quiet, *small])
     swap_run = train(swap_cfg, log=lambda m: print(m, file=sys.stderr))
     swap_min = (time.perf_counter() - t0) / 60
     teacher_ckpt = swap_run / "checkpoints" / "last.safetensors"
