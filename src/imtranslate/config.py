@@ -102,9 +102,10 @@ class TrainConfig:
     # error on one without); fp16 (with loss scaling) on CUDA only, ignored on CPU with a warning
     amp: Literal["none", "bf16", "fp16"] = "none"
     # torch.compile every net of the task (forward and backward; inductor generates fused C++ /
-    # Triton kernels). Same maths. "none" by default: on a 2-core CPU compiling takes minutes and
-    # paid back only after many steps (docs/BENCHMARKS.md); aot_eager traces without generating
-    # kernels (a check of the compile path, no speed-up)
+    # Triton kernels). Same maths. "none" by default: on a 2-core CPU compiling takes minutes (and
+    # again per new shape or frozen/unfrozen net); `imtranslate bench --variants compiled` gives the
+    # compile time and pay-back step count (docs/BENCHMARKS.md). aot_eager traces without
+    # generating kernels (a check of the compile path, no speed-up)
     compile: Literal["none", "inductor", "aot_eager"] = "none"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch's default)
