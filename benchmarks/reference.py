@@ -266,7 +266,8 @@ def main() -> None:
                 pb = payback(m, med[base])
                 comp = (f"{pb['train_compile_s']:.0f} / {pb['infer_compile_s']:.0f}, {_n(pb['train_payback_steps'])}"
                         f" steps / {_n(pb['infer_payback_steps'])} images (vs {base})")
-            print(f"| {method} | imtranslate {side} | {m['infer_s']:.3f} | {ref['infer_s'] / m['infer_s']:.2f}x | "
+            label = "fp32 eager (default)" if side == "imtranslate" else side
+            print(f"| {method} | imtranslate {label} | {m['infer_s']:.3f} | {ref['infer_s'] / m['infer_s']:.2f}x | "
                   f"{100 * gi / m['infer_s'] / peak:.0f}% {'bf16' if 'bf16' in side else 'fp32'} | {m['train_s']:.3f} | "
                   f"{ref['train_s'] / m['train_s']:.2f}x | {100 * gt / m['train_s'] / peak:.0f}% | "
                   f"{m['peak_rss_gb']:.2f} ({m['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x) | {comp} |")
