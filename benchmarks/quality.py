@@ -14,6 +14,11 @@ Datasets:
 
     python benchmarks/quality.py --steps 1500            # full table (CPU: ~30-40 min)
     python benchmarks/quality.py --steps 50 --quick      # smoke run
+    python benchmarks/quality.py --steps 400 --methods pix2pix --amp none,bf16   # what bf16 costs
+
+``--amp none,bf16`` trains every method under each precision in turn (``train.amp``; bf16 needs
+CUDA or a CPU with native bf16) and evaluates it at the same precision (``--precision``), so the
+PSNR difference between the rows is bf16's held-out quality cost.
 
 Prints a table and writes it as JSON (--json).
 """
@@ -110,7 +115,13 @@ def main() -> None:
     ap.add_argument("--json", default="bench_out/quality.json")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smaller data for a smoke run")
+    ap.add_argument("--amp", default="none",
+                    help="comma-separated precisions, each a row: none (fp32) | bf16 (train.amp and inference)")
     args = ap.parse_args()
+    amps = args.amp.split(",")
+    bad = [a for a in amps if a not in ("none", "bf16")]
+    if bad:
+        raise SystemExit(f"--amp takes none and/or bf16, got {bad}")
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     n_train = 32 if args.quick else args.n_train
@@ -124,27 +135,39 @@ def main() -> None:
         if ds_name not in args.datasets.split(","):
             continue
         for method in args.methods.split(","):
-            vgg = [f"model.vgg_weights={args.vgg_weights}"] if method != "pix2pix" else []
-            cfg = load_config(None, [f"task={method}", f"train.name={method}-{ds_name}"] + ds_over + common
-                              + METHODS[method] + vgg)
-            n_params = param_count(cfg)
-            t0 = time.perf_counter()
-            run = train(cfg, log=lambda m: None)
-            secs = time.perf_counter() - t0
-            res = evaluate(run / "checkpoints" / "last.safetensors", val_dir, device="cpu", progress=False)
-            m = res["metrics"]
-            row = {"dataset": ds_name, "method": method, "G_params_M": round(n_params / 1e6, 3),
-                   "steps": args.steps, "train_s": round(secs, 1), "n_val": res["count"],
-                   "l1": round(m["l1"], 4), "psnr": round(m["psnr"], 2), "ssim": round(m["ssim"], 4)}
-            results.append(row)
-            print(f"{ds_name:<18} {method:<10} G {row['G_params_M']:.3f}M  {secs:6.0f}s  "
-                  f"L1 {row['l1']:.4f}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.4f}", flush=True)
+            for amp in amps:
+                vgg = [f"model.vgg_weights={args.vgg_weights}"] if method != "pix2pix" else []
+                cfg = load_config(None, [f"task={method}", f"train.name={method}-{ds_name}-{amp}",
+                                         f"train.amp={amp}"] + ds_over + common + METHODS[method] + vgg)
+                n_params = param_count(cfg)
+                t0 = time.perf_counter()
+                run = train(cfg, log=lambda m: None)
+                secs = time.perf_counter() - t0
+                res = evaluate(run / "checkpoints" / "last.safetensors", val_dir, device="cpu", progress=False,
+                               precision="bf16" if amp == "bf16" else "fp32")
+                m = res["metrics"]
+                row = {"dataset": ds_name, "method": method, "amp": amp, "G_params_M": round(n_params / 1e6, 3),
+                       "steps": args.steps, "train_s": round(secs, 1), "n_val": res["count"],
+                       "l1": round(m["l1"], 4), "psnr": round(m["psnr"], 2), "ssim": round(m["ssim"], 4)}
+                results.append(row)
+                print(f"{ds_name:<18} {method:<10} {amp:<5} G {row['G_params_M']:.3f}M  {secs:6.0f}s  "
+                      f"L1 {row['l1']:.4f}  PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.4f}", flush=True)
     print()
-    print("| dataset | method | G params | train s | held-out L1 ↓ | PSNR dB ↑ | SSIM ↑ |")
-    print("|---|---|---|---|---|---|---|")
+    print("| dataset | method | precision | G params | train s | held-out L1 ↓ | PSNR dB ↑ | SSIM ↑ |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['dataset']} | {r['method']} | {r['G_params_M']:.2f}M | {r['train_s']:.0f} | "
+        prec = "bf16" if r["amp"] == "bf16" else "fp32"
+        print(f"| {r['dataset']} | {r['method']} | {prec} | {r['G_params_M']:.2f}M | {r['train_s']:.0f} | "
               f"{r['l1']:.4f} | {r['psnr']:.2f} | {r['ssim']:.4f} |")
+    if len(amps) > 1:  # the cost of each precision against fp32, same data and method
+        for r in results:
+            if r["amp"] != "none":
+                base = next((b for b in results if b["amp"] == "none" and b["dataset"] == r["dataset"]
+                             and b["method"] == r["method"]), None)
+                if base:
+                    print(f"{r['dataset']} {r['method']}: {r['amp']} - fp32 held-out PSNR "
+                          f"{r['psnr'] - base['psnr']:+.2f} dB, SSIM {r['ssim'] - base['ssim']:+.4f}, "
+                          f"train time x{r['train_s'] / max(base['train_s'], 1e-9):.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
 

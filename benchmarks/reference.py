@@ -24,7 +24,23 @@ What the reference side runs:
   weights (``pretrained=False``), nothing else is changed.
 
 imtranslate's side is ``imtranslate.bench`` at the same configurations (``pix2pix-256``,
-``pix2pixhd-256``), the defaults a user gets.
+``pix2pixhd-256``), one row per lever (``--variants``, default all four):
+
+* ``imtranslate``    the defaults a user gets: fp32, eager;
+* ``compiled``       ``train.compile=inductor`` for the step, a compiled generator for inference
+  (the compile time and after how many steps it pays back are printed);
+* ``bf16``           ``train.amp=bf16`` / inference under bf16 autocast (CPUs with native bf16);
+* ``bf16+compiled``  both.
+
+Each row's share of the matmul peak is relative to the peak of its precision (fp32 or bf16),
+both measured at the start of the run. The reference, then every variant of ours, in turn, for
+``--rounds`` rounds; medians over rounds.
+
+    python benchmarks/reference.py --pix2pix-repo /tmp/p2p --quick    # checks that it runs (~5 min)
+
+``--quick``: 1 round, 1 warm-up, 2 timed steps, and the compiled rows with the ``aot_eager``
+backend (the compile path without inductor's minutes of C++ generation), so its figures mean
+nothing; it only shows the script works.
 """
 from __future__ import annotations
 
@@ -144,13 +160,16 @@ def child_reference(method: str, repo: str, size: int, warmup: int, repeats: int
             "threads": torch.get_num_threads()}
 
 
-def child_ours(method: str, size: int, warmup: int, repeats: int) -> dict:
-    from imtranslate.bench import run_one
+def child_ours(method: str, variant: str, size: int, warmup: int, repeats: int, backend: str) -> dict:
+    from imtranslate.bench import VARIANTS, run_one
 
-    r = run_one(OURS[method], "cpu", 1, warmup, repeats, scale=size / 256)
-    return {"side": "imtranslate", "method": method, "train_s": r.train_s, "infer_s": r.infer_s,
+    opts = dict(VARIANTS[variant])
+    if "compile" in opts:
+        opts["compile"] = backend
+    r = run_one(OURS[method], "cpu", 1, warmup, repeats, scale=size / 256, variant=variant, **opts)
+    return {"side": variant, "method": method, "train_s": r.train_s, "infer_s": r.infer_s,
             "peak_rss_gb": r.peak_rss_gb, "train_gflop": r.train_gflop, "infer_gflop": r.infer_gflop,
-            "threads": r.extra["threads"]}
+            "threads": r.extra["threads"], "extra": r.extra}
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,9 +193,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--variants", default="imtranslate,compiled,bf16,bf16+compiled",
+                    help="imtranslate's rows (imtranslate.bench.VARIANTS), each run after the reference")
+    ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument("--quick", action="store_true",
+                    help="check that it runs: 1 round, 1 warm-up, 2 steps, aot_eager for the compiled rows")
     ap.add_argument("--json", help="write every measurement here")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.quick:
+        a.rounds, a.warmup, a.repeats, a.compile_backend = 1, 1, 2, "aot_eager"
     if a.child:
         import torch
 
@@ -185,46 +211,75 @@ def main() -> None:
         if side == "reference":
             r = child_reference(method, a.child[2], a.size, a.warmup, a.repeats)
         else:
-            r = child_ours(method, a.size, a.warmup, a.repeats)
+            r = child_ours(method, side, a.size, a.warmup, a.repeats, a.compile_backend)
         print("RESULT " + json.dumps(r), flush=True)
         return
-    from imtranslate.bench import matmul_peak_gflops
+    from imtranslate.bench import check_variants, matmul_peak_gflops, payback
     import torch
 
     torch.set_num_threads(a.threads)
     methods = [(m, repo) for m, repo in (("pix2pix", a.pix2pix_repo), ("pix2pixhd", a.pix2pixhd_repo)) if repo]
     if not methods:
         raise SystemExit("give --pix2pix-repo and/or --pix2pixhd-repo (checkouts of the reference code)")
-    peak = matmul_peak_gflops()
-    print(f"fp32 matmul peak now: {peak:.0f} GFLOP/s, {a.threads} threads, {a.size}x{a.size}, batch 1")
+    variants = check_variants(a.variants.split(","), "cpu")
+    t_start = time.perf_counter()
+    peaks = {"fp32": matmul_peak_gflops(), "bf16": matmul_peak_gflops(dtype=torch.bfloat16)}
+    print(f"matmul peak now: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s; {a.threads} threads, "
+          f"{a.size}x{a.size}, batch 1; compile backend {a.compile_backend}")
     rows = []
-    common = ["--size", str(a.size), "--warmup", str(a.warmup), "--repeats", str(a.repeats), "--threads", str(a.threads)]
+    common = ["--size", str(a.size), "--warmup", str(a.warmup), "--repeats", str(a.repeats), "--threads", str(a.threads),
+              "--compile-backend", a.compile_backend]
+    sides = ["reference"] + variants
     for method, repo in methods:
         for rnd in range(a.rounds):
-            for side in ("reference", "imtranslate"):
+            for side in sides:
                 args = [side, method] + ([repo] if side == "reference" else [])
                 r = _run_child(args + common, a.threads)
                 r["round"] = rnd
                 rows.append(r)
-                print(f"  {method:9s} {side:11s} round {rnd}: train {r['train_s']:.3f} s  infer {r['infer_s']:.3f} s  "
+                print(f"  {method:9s} {side:13s} round {rnd}: train {r['train_s']:.3f} s  infer {r['infer_s']:.3f} s  "
                       f"peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)
-    print("\n| figure | reference | imtranslate | ratio (reference / ours) | share of matmul peak (ours) |")
-    print("|---|---|---|---|---|")
+    print("\n| method | code | infer s | ratio | % peak | train step s | ratio | % peak | peak RSS GB (ours / ref) "
+          "| compile s train / infer, pays back after |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for method, _ in methods:
-        ref = [r for r in rows if r["method"] == method and r["side"] == "reference"]
-        ours = [r for r in rows if r["method"] == method and r["side"] == "imtranslate"]
-        for key, what in (("infer_s", "inference s"), ("train_s", "training step s"), ("peak_rss_gb", "training peak RSS GB")):
-            rv = statistics.median(r[key] for r in ref)
-            ov = statistics.median(r[key] for r in ours)
-            share = ""
-            if key != "peak_rss_gb":
-                gflop = ours[0]["infer_gflop" if key == "infer_s" else "train_gflop"]
-                share = f"{100 * gflop / ov / peak:.0f} %"
-            ratio = f"{rv / ov:.2f}x" if key != "peak_rss_gb" else f"{ov / rv:.2f}x (ours / reference)"
-            print(f"| {method} {what} | {rv:.3f} | {ov:.3f} | {ratio} | {share} |")
+        med = {}
+        for side in sides:
+            mine = [r for r in rows if r["method"] == method and r["side"] == side]
+            med[side] = {k: statistics.median(r[k] for r in mine) for k in ("infer_s", "train_s", "peak_rss_gb")}
+            if side != "reference":
+                med[side]["extra"] = {k: statistics.median(r["extra"].get(k, 0.0) for r in mine)
+                                      for k in ("train_compile_s", "infer_compile_s")}
+                med[side]["gflop"] = (mine[0]["infer_gflop"], mine[0]["train_gflop"])
+        ref = med["reference"]
+        for side in sides:
+            m = med[side]
+            if side == "reference":
+                print(f"| {method} | reference | {m['infer_s']:.3f} | 1.00x | | {m['train_s']:.3f} | 1.00x | | "
+                      f"{m['peak_rss_gb']:.2f} | |")
+                continue
+            peak = peaks["bf16" if "bf16" in side else "fp32"]
+            gi, gt = m["gflop"]
+            comp = ""
+            if "compiled" in side and "imtranslate" in med:
+                base = "imtranslate" if side == "compiled" else ("bf16" if "bf16" in med else "imtranslate")
+                pb = payback(m, med[base])
+                comp = (f"{pb['train_compile_s']:.0f} / {pb['infer_compile_s']:.0f}, {_n(pb['train_payback_steps'])}"
+                        f" steps / {_n(pb['infer_payback_steps'])} images (vs {base})")
+            label = "fp32 eager (default)" if side == "imtranslate" else side
+            print(f"| {method} | imtranslate {label} | {m['infer_s']:.3f} | {ref['infer_s'] / m['infer_s']:.2f}x | "
+                  f"{100 * gi / m['infer_s'] / peak:.0f}% {'bf16' if 'bf16' in side else 'fp32'} | {m['train_s']:.3f} | "
+                  f"{ref['train_s'] / m['train_s']:.2f}x | {100 * gt / m['train_s'] / peak:.0f}% | "
+                  f"{m['peak_rss_gb']:.2f} ({m['peak_rss_gb'] / ref['peak_rss_gb']:.2f}x) | {comp} |")
+    print(f"\n(ratio: reference time / ours, same run; % peak: of the matmul peak of the row's precision; "
+          f"whole run {time.perf_counter() - t_start:.0f} s)")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"matmul_peak_gflops": peak, "rows": rows}, f, indent=2)
+            json.dump({"matmul_peaks_gflops": peaks, "rows": rows, "args": vars(a)}, f, indent=2)
+
+
+def _n(x: float) -> str:
+    return "never" if x == float("inf") else f"{x:.0f}"
 
 
 if __name__ == "__main__":

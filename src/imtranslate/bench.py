@@ -15,6 +15,13 @@ Times are medians over ``--repeats`` runs after ``--warmup`` runs.
     imtranslate bench                         # every default configuration
     imtranslate bench --only pix2pix-256 --repeats 10 --json bench.json
     imtranslate bench --plain                 # also the unoptimised path, for the speed-up ratio
+    imtranslate bench --variants imtranslate,compiled,bf16,bf16+compiled   # each lever its own row
+
+Variants (:data:`VARIANTS`): ``imtranslate`` (the defaults: fp32, eager), ``plain`` (every default
+lever off), ``compiled`` (``train.compile=inductor`` and a compiled inference generator),
+``bf16`` (``train.amp=bf16``, inference under bf16 autocast; CPUs with native bf16 or CUDA),
+``bf16+compiled``. A compiled row also reports its compile time (first call minus the median)
+and after how many steps / images it pays back against the eager row of the same run.
 """
 from __future__ import annotations
 
@@ -28,7 +35,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-# name -> (task, height, width, overrides). Architectures as the reference implementations ship them.
+# name -> (task, height, width, overrides): one line per configuration, at least one per method (a
+# new method adds its line). Architectures as the reference implementations ship them.
 CONFIGS: dict[str, tuple[str, int, int, list[str]]] = {
     # pix2pix: U-Net-256 (ngf 64, batch norm, dropout) + 70x70 PatchGAN (ndf 64, 3 layers), L1 + vanilla GAN
     "pix2pix-256": ("pix2pix", 256, 256, ["model.generator=unet", "model.num_downs=8", "model.ngf=64",
@@ -41,6 +49,18 @@ CONFIGS: dict[str, tuple[str, int, int, list[str]]] = {
     # the multi-resolution translator with its default widths
     "multires-256": ("multires", 256, 256, []),
     "multires-512": ("multires", 512, 512, []),
+    # style swap's inverse net (VGG-19 relu3_1 features, exact swap) on 256² content and style
+    "styleswap-256": ("styleswap", 256, 256, ["data.dataset=unpaired", "data.root=unused", "data.style_root=unused"]),
+    # stylise + super-resolve, x4 super-resolution defaults: 64² LR in, 256² out
+    "stylesr-256": ("stylesr", 256, 256, ["data.dataset=photos", "model.target=sr"]),
+}
+#: variant -> run_one options (see the module docstring)
+VARIANTS: dict[str, dict] = {
+    "plain": {"plain": True},
+    "imtranslate": {},
+    "compiled": {"compile": "inductor"},
+    "bf16": {"amp": "bf16"},
+    "bf16+compiled": {"amp": "bf16", "compile": "inductor"},
 }
 PIX2PIXHD = ["model.ngf=64", "model.n_local_enhancers=0", "model.n_downsampling=4", "model.n_blocks=9",
              "model.norm=instance", "model.ndf=64", "model.n_layers_d=3", "model.num_d=2",
@@ -72,10 +92,10 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
 
 
-def matmul_peak_gflops(device: str = "cpu", n: int = 2048, repeats: int = 10) -> float:
-    """fp32 matmul throughput of this machine now: the ceiling the percentages are relative to."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak_gflops(device: str = "cpu", n: int = 2048, repeats: int = 10, dtype=torch.float32) -> float:
+    """Matmul throughput of this machine now (fp32 by default): the ceiling the percentages are relative to."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     times = []
@@ -108,12 +128,20 @@ def _fake_batch(task, h: int, w: int, batch: int, device) -> dict:
         label = torch.zeros(batch, h, w, dtype=torch.long)
         A = torch.rand(batch, c, h, w, generator=g) * 2 - 1
     B = torch.rand(batch, task.out_channels, h, w, generator=g) * 2 - 1
-    return task.to_device({"A": A, "B": B, "label": label, "inst": label})
+    style = torch.rand(batch, 3, h, w, generator=g) * 2 - 1  # style swap's style pictures
+    return task.to_device({"A": A, "B": B, "label": label, "inst": label, "style": style})
 
 
-def _median_time(fn, warmup: int, repeats: int, device) -> float:
-    for _ in range(warmup):
+def _median_time(fn, warmup: int, repeats: int, device, first: list | None = None) -> float:
+    """Median of ``repeats`` timed calls after ``warmup`` calls; the first call's time (a compile)
+    is appended to ``first``."""
+    for i in range(warmup):
+        _sync(device)
+        t = time.perf_counter()
         fn()
+        _sync(device)
+        if i == 0 and first is not None:
+            first.append(time.perf_counter() - t)
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -125,24 +153,31 @@ def _median_time(fn, warmup: int, repeats: int, device) -> float:
 
 
 def _flops(fn) -> float:
+    import torch._dynamo
     from torch.utils.flop_counter import FlopCounterMode
 
-    with FlopCounterMode(display=False) as counter:
+    # compiled nets run eagerly while counting: the same maths, counted op by op
+    with torch._dynamo.config.patch(disable=True), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops() / 1e9
 
 
 def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, repeats: int = 5,
-            plain: bool = False, vgg_weights: str = "random", scale: float = 1.0) -> Result:
+            plain: bool = False, vgg_weights: str = "random", scale: float = 1.0, compile: str = "none",
+            amp: str = "none", variant: str = "") -> Result:
     """Measure one configuration in this process. ``plain`` turns every speed lever off;
-    ``scale`` shrinks the image size (smoke tests)."""
+    ``compile`` (a torch.compile backend or "none") compiles the nets for training and the inference
+    generator; ``amp="bf16"`` trains under bf16 autocast and infers under it; ``scale`` shrinks
+    the image size (smoke tests)."""
+    if compile != "none":
+        warmup = max(warmup, 1)  # the first call compiles: never a timed one
     from .tasks import load_config
     from .train.stepping import build_task
 
     task_name, h, w, overrides = CONFIGS[name]
     h, w = max(32, int(h * scale)), max(32, int(w * scale))
     over = [f"task={task_name}", f"train.batch_size={batch}", f"train.device={device}",
-            f"data.crop_size={min(h, w)}"] + list(overrides)
+            f"data.crop_size={min(h, w)}", f"train.compile={compile}", f"train.amp={amp}"] + list(overrides)
     if task_name != "pix2pix":
         over.append(f"model.vgg_weights={vgg_weights}")  # timing does not depend on weight values
     if plain:
@@ -159,8 +194,8 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     G_eval = A_eval = None
 
     def infer():
-        with torch.inference_mode():
-            type(task).translate(G_eval, A_eval, cfg)
+        with torch.inference_mode(), task.autocast():  # the predictor's precision = training's here
+            task.validation_translate(G_eval, {**batch_d, "A": A_eval})
 
     step = [0]
 
@@ -170,10 +205,11 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    res = Result(name=name, device=device, height=h, width=w, variant="plain" if plain else "imtranslate")
+    res = Result(name=name, device=device, height=h, width=w, variant=variant or ("plain" if plain else "imtranslate"))
+    first: list[float] = []
     # timing first: the peak RSS read right after is the training peak (import included), not
     # the FLOP counter's bookkeeping
-    res.train_s = _median_time(train_step, warmup, repeats, device)
+    res.train_s = _median_time(train_step, warmup, repeats, device, first)
     res.peak_rss_gb = peak_rss_gb()
     res.train_gflop = _flops(train_step)
     # the inference copy is made after the training peak was read: a training run holds no such copy
@@ -188,12 +224,31 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
         if inference_channels_last(G_eval, cfg.train, device):
             G_eval.to(memory_format=torch.channels_last)
             A_eval = A_eval.contiguous(memory_format=torch.channels_last)
-    res.infer_s = _median_time(infer, warmup, repeats, device)
+    if compile != "none":  # what Predictor(compile=...) does (the deep copy above is eager)
+        G_eval.compile(backend=compile)
+    res.infer_s = _median_time(infer, warmup, repeats, device, first)
     res.infer_gflop = _flops(infer)
     if device.startswith("cuda"):
         res.cuda_max_alloc_gb = torch.cuda.max_memory_allocated() / 1024**3
-    res.extra = {"G_params_M": sum(p.numel() for p in G.parameters()) / 1e6, "threads": torch.get_num_threads()}
+    res.extra = {"G_params_M": sum(p.numel() for p in G.parameters()) / 1e6, "threads": torch.get_num_threads(),
+                 "compile": compile, "amp": amp}
+    if len(first) == 2:  # the first call's extra time over a timed one: the compile (and first-call) cost
+        res.extra["train_first_s"], res.extra["infer_first_s"] = first
+        res.extra["train_compile_s"] = max(0.0, first[0] - res.train_s)
+        res.extra["infer_compile_s"] = max(0.0, first[1] - res.infer_s)
     return res
+
+
+def payback(row: dict, eager: dict) -> dict:
+    """Compile time of a compiled row and after how many training steps / inferences it pays back
+    against the eager row of the same run (the first-call cost of the eager row subtracted)."""
+    out = {}
+    for kind in ("train", "infer"):
+        extra = row["extra"].get(f"{kind}_compile_s", 0.0) - eager["extra"].get(f"{kind}_compile_s", 0.0)
+        gain = eager[f"{kind}_s"] - row[f"{kind}_s"]
+        out[f"{kind}_compile_s"] = max(0.0, extra)
+        out[f"{kind}_payback_steps"] = (max(0.0, extra) / gain) if gain > 0 else float("inf")
+    return out
 
 
 def main_child(argv) -> None:
@@ -206,19 +261,64 @@ def main_child(argv) -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--plain", action="store_true")
+    ap.add_argument("--variant", default="imtranslate", choices=list(VARIANTS))
+    ap.add_argument("--compile-backend", default="inductor")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0)
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    r = run_one(a.name, a.device, a.batch, a.warmup, a.repeats, a.plain, scale=a.scale)
+    opts = dict(VARIANTS[a.variant])
+    if "compile" in opts:
+        opts["compile"] = a.compile_backend
+    r = run_one(a.name, a.device, a.batch, a.warmup, a.repeats, scale=a.scale, variant=a.variant, **opts)
     print("RESULT " + json.dumps(r.__dict__), flush=True)
 
 
+def check_variants(variants, device: str) -> list[str]:
+    """The variant names, checked (unknown names; bf16 where this machine has none)."""
+    from .errors import ImtranslateError
+
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ImtranslateError(f"unknown bench variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    if any(VARIANTS[v].get("amp") == "bf16" for v in variants):
+        from .config import autocast_dtype
+
+        autocast_dtype("bf16", device, what="bench variant bf16")  # ConfigError with the reason
+    return list(variants)
+
+
+def measure_child(name: str, variant: str, device: str, batch: int, warmup: int, repeats: int, threads: int,
+                  scale: float = 1.0, compile_backend: str = "inductor", log=print) -> dict | None:
+    """One configuration and variant in a fresh process; the result dict, or None (logged) on failure."""
+    cmd = [sys.executable, "-m", "imtranslate.bench", name, "--device", device, "--batch", str(batch),
+           "--warmup", str(warmup), "--repeats", str(repeats), "--threads", str(threads),
+           "--scale", str(scale), "--variant", variant, "--compile-backend", compile_backend]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        log(f"{name} ({variant}) failed:\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(line[0][len("RESULT "):])
+
+
+def add_shares(r: dict, peaks: dict) -> dict:
+    """Achieved GFLOP/s and their share of the matmul peak of the row's precision (bf16 rows: bf16's)."""
+    peak = peaks["bf16" if r["extra"].get("amp") == "bf16" else "fp32"]
+    r["infer_gflops_per_s"] = r["infer_gflop"] / r["infer_s"]
+    r["train_gflops_per_s"] = r["train_gflop"] / r["train_s"]
+    r["infer_pct_peak"] = 100 * r["infer_gflops_per_s"] / peak
+    r["train_pct_peak"] = 100 * r["train_gflops_per_s"] / peak
+    r["matmul_peak_gflops"] = peak
+    return r
+
+
 def run_bench(names=None, device="auto", batch=1, warmup=2, repeats=5, plain=False, threads=0,
-              json_path=None, log=print, scale: float = 1.0) -> list[dict]:
-    """Every configuration in its own process (clean peak-memory figures); prints a table."""
+              json_path=None, log=print, scale: float = 1.0, variants=None,
+              compile_backend: str = "inductor") -> list[dict]:
+    """Every configuration and variant in its own process (clean peak-memory figures), the
+    variants of one configuration interleaved; prints a table."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     names = names or list(CONFIGS)
@@ -227,45 +327,54 @@ def run_bench(names=None, device="auto", batch=1, warmup=2, repeats=5, plain=Fal
         from .errors import ImtranslateError
 
         raise ImtranslateError(f"unknown bench configuration(s) {unknown}; known: {', '.join(CONFIGS)}")
+    variants = check_variants(variants or (["plain", "imtranslate"] if plain else ["imtranslate"]), device)
+    if plain and "plain" not in variants:
+        variants = ["plain"] + variants
     if threads:
         torch.set_num_threads(threads)
-    peak = matmul_peak_gflops(device)
-    log(f"{device}: fp32 matmul peak {peak:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
+    peaks = {"fp32": matmul_peak_gflops(device)}
+    has_bf16 = any(VARIANTS[v].get("amp") == "bf16" for v in variants)
+    peaks["bf16"] = matmul_peak_gflops(device, dtype=torch.bfloat16) if has_bf16 else peaks["fp32"]
+    log(f"{device}: matmul peak fp32 {peaks['fp32']:.0f} GFLOP/s" + (f", bf16 {peaks['bf16']:.0f}" if has_bf16 else "")
+        + f" ({torch.get_num_threads()} threads)")
     rows = []
     for name in names:
-        for variant in (["plain", "imtranslate"] if plain else ["imtranslate"]):
-            cmd = [sys.executable, "-m", "imtranslate.bench", name, "--device", device, "--batch", str(batch),
-                   "--warmup", str(warmup), "--repeats", str(repeats), "--threads", str(threads or torch.get_num_threads()),
-                   "--scale", str(scale)]
-            if variant == "plain":
-                cmd.append("--plain")
-            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not line:
-                log(f"{name} ({variant}) failed:\n{proc.stderr[-2000:]}")
+        eager = None
+        for variant in variants:
+            r = measure_child(name, variant, device, batch, warmup, repeats, threads or torch.get_num_threads(),
+                              scale, compile_backend, log)
+            if r is None:
                 continue
-            r = json.loads(line[0][len("RESULT "):])
-            r["infer_gflops_per_s"] = r["infer_gflop"] / r["infer_s"]
-            r["train_gflops_per_s"] = r["train_gflop"] / r["train_s"]
-            r["infer_pct_peak"] = 100 * r["infer_gflops_per_s"] / peak
-            r["train_pct_peak"] = 100 * r["train_gflops_per_s"] / peak
-            r["matmul_peak_gflops"] = peak
+            add_shares(r, peaks)
+            if variant == "imtranslate":
+                eager = r
+            elif VARIANTS[variant].get("compile") and eager is not None:
+                r.update(payback(r, eager))
             rows.append(r)
             log(format_row(r))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"device": device, "matmul_peak_gflops": peak, "results": rows}, f, indent=2)
+            json.dump({"device": device, "matmul_peak_gflops": peaks["fp32"], "matmul_peaks_gflops": peaks,
+                       "results": rows}, f, indent=2)
     return rows
 
 
 HEADER = ("| config | variant | infer s | infer GFLOP | infer % peak | train step s | train GFLOP | "
-          "train % peak | peak RSS GB | CUDA max GB |")
+          "train % peak | peak RSS GB | CUDA max GB | compile s (train / infer), pays back after |")
 
 
 def format_row(r: dict) -> str:
+    comp = ""
+    if "train_compile_s" in r and "train_payback_steps" in r:
+        comp = (f"{r['train_compile_s']:.0f} / {r['infer_compile_s']:.0f}, "
+                f"{_steps(r['train_payback_steps'])} steps / {_steps(r['infer_payback_steps'])} images")
     return (f"| {r['name']} | {r['variant']} | {r['infer_s']:.3f} | {r['infer_gflop']:.1f} | "
             f"{r['infer_pct_peak']:.0f}% | {r['train_s']:.3f} | {r['train_gflop']:.1f} | {r['train_pct_peak']:.0f}% | "
-            f"{r['peak_rss_gb']:.2f} | {r['cuda_max_alloc_gb']:.2f} |")
+            f"{r['peak_rss_gb']:.2f} | {r['cuda_max_alloc_gb']:.2f} | {comp} |")
+
+
+def _steps(n: float) -> str:
+    return "never" if n == float("inf") else f"{n:.0f}"
 
 
 if __name__ == "__main__":

@@ -107,7 +107,8 @@ def _load_predictor(args):
     from .infer.predictor import Predictor
 
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema,
-                                     batch_size=args.batch_size)
+                                     batch_size=args.batch_size, precision=getattr(args, "precision", "fp32"),
+                                     compile="inductor" if getattr(args, "compile", False) else False)
 
 
 def cmd_translate(args) -> None:
@@ -132,7 +133,7 @@ def cmd_eval(args) -> None:
 
     res = evaluate(args.checkpoint, args.data, device=args.device, use_ema=not args.no_ema,
                    batch_size=args.batch_size, fid_weights=args.fid_weights, lpips_weights=args.lpips_weights,
-                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), precision=args.precision)
     width = max(len(k) for k in res["metrics"])
     print(f"{res['count']} image pair(s) from {args.data}")
     for k, v in res["metrics"].items():
@@ -204,7 +205,8 @@ def cmd_bench(args) -> None:
     print("|" + "---|" * (HEADER.count("|") - 1))
     run_bench(args.only.split(",") if args.only else None, device=args.device, batch=args.batch,
               warmup=args.warmup, repeats=args.repeats, plain=args.plain, threads=args.threads,
-              json_path=args.json, scale=args.scale)
+              json_path=args.json, scale=args.scale,
+              variants=args.variants.split(",") if args.variants else None, compile_backend=args.compile_backend)
 
 
 def cmd_export(args) -> None:
@@ -354,9 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-ema", action="store_true", help="use the raw generator weights, not the EMA")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def precision_arg(p):
+        p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                       help="bf16: mixed precision (CUDA, or a CPU with native bf16: avx512_bf16 / AMX)")
+
     p = sub.add_parser("translate", help="translate images with a trained checkpoint")
     predictor_args(p)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    precision_arg(p)
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the generator (inductor): minutes to compile, then faster per image")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--suffix", default=".png", help="output file extension (default .png)")
     p.add_argument("--inst-dir", default=None, help="instance maps (same stems) for label inputs that use them")
@@ -378,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="held-out L1 / PSNR / SSIM (+ FID / LPIPS when their weights are local)")
     predictor_args(p)
     p.add_argument("data", metavar="DATA", help="a folder laid out like the training data (e.g. with A/ and B/)")
+    precision_arg(p)
     p.add_argument("--fid-weights", default=None, help="Inception-v3 weights file for FID")
     p.add_argument("--lpips-weights", default=None, help="LPIPS weights file")
     p.set_defaults(func=cmd_eval)
@@ -436,6 +446,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--plain", action="store_true", help="also measure with every speed lever off")
+    p.add_argument("--variants", default="",
+                   help="comma-separated rows per configuration: imtranslate (default), plain, compiled, bf16, "
+                        "bf16+compiled")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend of the compiled variants (aot_eager: a quick check of the path)")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--scale", type=float, default=1.0, help="shrink every image size by this factor (smoke runs)")
     p.set_defaults(func=cmd_bench)

@@ -98,7 +98,15 @@ class TrainConfig:
     lr_step_every: int = 1000  # step policy: halve the learning rate every this many steps
     ema_decay: float = 0.999  # EMA of the generator; 0 disables
     ema_start: int = 0  # step from which the EMA starts averaging (before: copies)
-    amp: Literal["none", "bf16", "fp16"] = "none"  # CUDA only; ignored on CPU with a warning
+    # mixed precision: bf16 on CUDA, or on a CPU with native bf16 (avx512_bf16 / amx_bf16; an
+    # error on one without); fp16 (with loss scaling) on CUDA only, ignored on CPU with a warning
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    # torch.compile every net of the task (forward and backward; inductor generates fused C++ /
+    # Triton kernels). Same maths. "none" by default: on a 2-core CPU compiling takes minutes (and
+    # again per new shape or frozen/unfrozen net); `imtranslate bench --variants compiled` gives the
+    # compile time and pay-back step count (docs/BENCHMARKS.md). aot_eager traces without
+    # generating kernels (a check of the compile path, no speed-up)
+    compile: Literal["none", "inductor", "aot_eager"] = "none"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch's default)
     # NHWC memory format: "auto" = on CUDA (cuDNN / tensor cores), off on CPU, where it measured
@@ -334,6 +342,7 @@ RESUMABLE = frozenset({
     "train.lr_step_every", "train.log_every", "train.image_every", "train.val_every",
     "train.val_batches", "train.ckpt_every", "train.keep_ckpts", "train.progress", "train.tensorboard",
     "train.device", "train.threads", "train.step_in_backward", "train.channels_last", "data.num_workers",
+    "train.compile",  # how the same maths runs, not what it computes
     # where this machine keeps the same pretrained VGG-19 (the file may move between machines)
     "model.vgg_weights",
 })
@@ -393,3 +402,38 @@ def use_channels_last(train_cfg: TrainConfig, device) -> bool:
     if isinstance(value, bool):
         return value
     return torch.device(device).type == "cuda"  # "auto"
+
+
+def cpu_bf16_supported() -> bool:
+    """Whether this CPU does bf16 arithmetic natively (avx512_bf16 or AMX), as oneDNN reports it."""
+    import torch
+
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    check = getattr(mkldnn, "_is_mkldnn_bf16_supported", None)
+    if check is not None:
+        try:
+            if not check():
+                return False
+        except RuntimeError:
+            return False
+    try:  # oneDNN also says yes on plain AVX-512 (emulated, slow): ask for the native instructions
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return check is not None  # not Linux: trust oneDNN
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def autocast_dtype(amp: str, device, what: str = "train.amp"):
+    """The autocast dtype ``amp`` ("none" / "bf16" / "fp16") means on ``device``, or None (fp32).
+
+    bf16 on a CPU without native bf16 is a ConfigError (it would be emulated, several times slower);
+    fp16 on a CPU is None: the caller says it trains in fp32 instead."""
+    import torch
+
+    kind = torch.device(device).type
+    if amp == "none" or (amp == "fp16" and kind != "cuda"):
+        return None
+    if amp == "bf16" and kind == "cpu" and not cpu_bf16_supported():
+        raise ConfigError(f"{what}=bf16: this CPU has no native bf16 arithmetic (avx512_bf16 or amx_bf16 in "
+                          f"/proc/cpuinfo); use {what}=none (fp32) here")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]

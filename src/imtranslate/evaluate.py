@@ -38,9 +38,10 @@ def eval_data_config(data_cfg, root):
 
 
 def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1, fid_weights=None,
-             lpips_weights=None, progress=True, log=print) -> dict:
-    """Returns ``{"count": n, "metrics": {name: value}, "skipped": {name: reason}}``."""
-    pred = Predictor.from_checkpoint(checkpoint, device=device, use_ema=use_ema)
+             lpips_weights=None, progress=True, log=print, precision="fp32") -> dict:
+    """Returns ``{"count": n, "metrics": {name: value}, "skipped": {name: reason}}``.
+    ``precision="bf16"``: the generator runs under bf16 autocast (what it costs in quality)."""
+    pred = Predictor.from_checkpoint(checkpoint, device=device, use_ema=use_ema, precision=precision)
     dcfg = eval_data_config(pred.cfg.data, Path(data_root))
     check_dataset(dcfg)
     ds = build_dataset(dcfg, "val")

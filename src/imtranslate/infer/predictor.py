@@ -12,13 +12,14 @@ would not fit the memory budget is translated in overlapping tiles (``infer/tili
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import Config, use_channels_last
+from ..config import Config, autocast_dtype, use_channels_last
 from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
 from ..ops import crop_to, pad_to_multiple
@@ -56,8 +57,16 @@ class Predictor:
     """A generator and the recipe (config, task) that turns raw images into its inputs."""
 
     def __init__(self, G: torch.nn.Module, cfg: Config, extras: dict | None = None, device="cpu",
-                 batch_size: int = 4, source: str = "", optimize: bool = True):
+                 batch_size: int = 4, source: str = "", optimize: bool = True, precision: str = "fp32",
+                 compile: bool | str = False):
+        """``precision``: "fp32", or "bf16" (autocast; CUDA, or a CPU with native bf16 — a
+        ConfigError elsewhere). ``compile``: True / "inductor" (or another torch.compile backend)
+        compiles the generator on its first call (minutes on a small CPU; then faster per image)."""
+        if precision not in ("fp32", "bf16"):
+            raise ImtranslateError(f"precision must be fp32 or bf16, got {precision!r}")
         self.G = G.to(device).eval()
+        self.precision = precision
+        self.amp_dtype = autocast_dtype("bf16" if precision == "bf16" else "none", device, what="--precision")
         if optimize:  # same function, fewer passes over memory (see infer/optimize.py)
             from .optimize import fold_batchnorm
 
@@ -74,6 +83,8 @@ class Predictor:
                               else use_channels_last(cfg.train, self.device))
         if self.channels_last:
             self.G.to(memory_format=torch.channels_last)
+        if compile:
+            self.G.compile(backend="inductor" if compile is True else compile)
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
         self.scale = self.task_cls.size_scale(self.G, cfg)  # output size / input size
         self._memory = None  # tiling.MemoryModel, measured on first need
@@ -83,14 +94,15 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path, device: str = "auto", use_ema: bool = True, batch_size: int = 4,
-                        optimize: bool = True) -> "Predictor":
+                        optimize: bool = True, precision: str = "fp32", compile: bool | str = False) -> "Predictor":
         """Rebuild the generator named in the checkpoint from its saved kwargs and load its weights."""
         G, meta, source = load_generator(path, use_ema=use_ema)
         cfg = resolve(meta["config"])
         extras = load_tensors(path, "extra/")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(G, cfg, extras, device=device, batch_size=batch_size, source=source, optimize=optimize)
+        return cls(G, cfg, extras, device=device, batch_size=batch_size, source=source, optimize=optimize,
+                   precision=precision, compile=compile)
 
     # ---- encoding ----------------------------------------------------------------------------
     def encode(self, x, inst=None) -> torch.Tensor:
@@ -136,8 +148,14 @@ class Predictor:
         A_pad = pad_to_multiple(A, self.multiple)
         if self.channels_last:
             A_pad = A_pad.contiguous(memory_format=torch.channels_last)
-        out = self.task_cls.translate(self.G, A_pad, self.cfg, self.extras, **options)
+        with self._autocast():
+            out = self.task_cls.translate(self.G, A_pad, self.cfg, self.extras, **options)
         return crop_to(out, A.shape[-2:], self.scale).float()
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ---- tiling --------------------------------------------------------------------------------
     def _tile_fn(self, options: dict):
@@ -146,7 +164,8 @@ class Predictor:
         def fn(x: torch.Tensor) -> torch.Tensor:
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return self.task_cls.translate(self.G, x, self.cfg, self.extras, **options).float()
+            with self._autocast():
+                return self.task_cls.translate(self.G, x, self.cfg, self.extras, **options).float()
 
         return fn
 

@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import Config, use_channels_last
+from ..config import Config, autocast_dtype, use_channels_last
 from .. import metrics
 from ..data import build_dataset, check_dataset, input_channels
 from ..nets import build_net
@@ -43,8 +43,8 @@ class Task:
         self.net_specs: dict[str, dict] = {}  # key -> {"name": registry name, "kwargs": {...}}
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.base_lr: dict[str, float] = {}
-        amp = cfg.train.amp if self.device.type == "cuda" else "none"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        # bf16 on CUDA or on a CPU with native bf16; fp16 on CUDA only (see config.autocast_dtype)
+        self.amp_dtype = autocast_dtype(cfg.train.amp, self.device)
         self.channels_last = use_channels_last(cfg.train, self.device)
         self.stepper = PlainStepper()  # the training loop attaches train.stepping.Stepper
         self._net_listeners: list = []  # called as f(key, net) when the task replaces a net
@@ -53,10 +53,23 @@ class Task:
             # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolution kernels
             for mod in [m for m in vars(self).values() if isinstance(m, nn.Module)] + list(self.nets.values()):
                 mod.to(memory_format=torch.channels_last)
+        if cfg.train.compile != "none":
+            self.compile_nets(cfg.train.compile)
 
     # ---- construction -------------------------------------------------------------------
     def build(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def compile_nets(self, backend: str = "inductor") -> None:
+        """``torch.compile`` every net of the task in place (``train.compile``): parameters, state
+        dicts and checkpoints are unchanged; a deep copy (the EMA, a predictor's copy) is eager again.
+        Frozen feature nets (VGG) held as attributes are compiled too."""
+        mods = list(self.nets.values()) + [m for m in vars(self).values() if isinstance(m, nn.Module)]
+        seen = set()
+        for mod in mods:
+            if id(mod) not in seen:
+                seen.add(id(mod))
+                mod.compile(backend=backend)
 
     def add_net(self, key: str, registry_name: str, **kwargs) -> nn.Module:
         net = build_net(registry_name, **kwargs).to(self.device)
@@ -90,6 +103,8 @@ class Task:
         net = net.to(self.device)
         if self.channels_last:
             net.to(memory_format=torch.channels_last)
+        if self.cfg.train.compile != "none":
+            net.compile(backend=self.cfg.train.compile)
         old_names = {id(p): n for n, p in old.named_parameters()}
         new_params = dict(net.named_parameters())
         missing = sorted(set(old_names.values()) - set(new_params))

@@ -253,8 +253,12 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
     if t.batch_size % world:
         raise ConfigError(f"train.batch_size={t.batch_size} must be divisible by the {world} processes")
     local_batch = t.batch_size // world
-    if t.amp != "none" and device.type != "cuda":
-        log(f"note: train.amp={t.amp} needs CUDA; training in fp32 on {device}")
+    if t.amp == "fp16" and device.type != "cuda":
+        log(f"note: train.amp=fp16 needs CUDA; training in fp32 on {device}")
+    elif t.amp == "bf16" and device.type == "cpu":
+        log("bf16 autocast on the CPU (native bf16 arithmetic)")
+    if t.compile != "none":
+        log(f"torch.compile ({t.compile}) on every net: the first steps compile (minutes on a small CPU)")
 
     # nets (and pretrained weights such as VGG-19) first: a missing weight file fails here,
     # before any run folder or data is written
