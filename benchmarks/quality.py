@@ -158,6 +158,9 @@ def main() -> None:
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="the --equal-time budget in wall-clock seconds (train.time_limit; a quiet machine) or "
                          "process CPU seconds (train.cpu_time_limit; steadier under other load)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="train.threads (0 = PyTorch's default); with --clock cpu on a loaded machine use 1: idle "
+                         "threads of a parallel op spin and count as CPU time")
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--datasets", default="synthetic-label,synthetic-contour,skimage-contour")
     ap.add_argument("--json", default="bench_out/quality.json")
@@ -178,7 +181,7 @@ def main() -> None:
                 "train.lr_d=0.0002", "train.lr_policy=linear", "train.lr_decay_start=0.6", "train.ema_decay=0.99",
                 "train.val_every=0", "train.image_every=0", "train.tensorboard=false", "train.progress=false",
                 f"train.ckpt_every={steps}", f"train.seed={args.seed}", "train.device=cpu",
-                f"train.out_dir={out_dir}"]
+                f"train.out_dir={out_dir}"] + ([f"train.threads={args.threads}"] if args.threads else [])
 
     budget = args.equal_time
     limit = [f"train.{'cpu_time_limit' if args.clock == 'cpu' else 'time_limit'}={budget}"] if budget else []
