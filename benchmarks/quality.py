@@ -7,7 +7,8 @@ generator is evaluated on held-out pairs (L1 / PSNR / SSIM, and LPIPS when its w
 found; whole images at their own size through the same predictor `imtranslate eval` uses).
 
 With ``--equal-time SECONDS`` every method trains for the same budget instead: two short
-calibration runs of the loop (their difference cancels start-up and the final checkpoint)
+calibration runs of the loop after a warm-up one (their difference cancels start-up and the
+final checkpoint)
 give its seconds per step with the method's own stage mix, ``train.steps`` is set to fill the
 budget (so stages and learning-rate decay fit it), and ``train.time_limit`` (``--clock
 wall``) or ``train.cpu_time_limit`` (``--clock cpu``: process CPU seconds, steadier when other
@@ -122,16 +123,22 @@ def param_count(cfg) -> int:
 
 def seconds_per_step(cfg_of, clock: str, short: int, long: int, work: Path) -> float:
     """The loop's seconds per step (``clock``: cpu = process CPU, wall = wall clock) for the config
-    ``cfg_of(steps, out_dir)``, from two runs of ``short`` and ``long`` steps: their difference
-    leaves out what does not grow with the steps (building, data, final validation/checkpoint)."""
+    ``cfg_of(steps, out_dir)``, from two runs of ``short`` and ``long`` steps after a warm-up run:
+    their difference leaves out what does not grow with the steps (building, data, the final
+    validation and checkpoint)."""
     now = time.process_time if clock == "cpu" else time.perf_counter
     took = []
-    for n in (short, long):
-        cfg = cfg_of(n, work / f"calibrate{n}")
+    for k, n in enumerate((short, short, long)):  # the first run only warms up (one-time costs)
+        cfg = cfg_of(n, work / f"calibrate{k}")
         t0 = now()
         train(cfg, log=lambda m: None)
         took.append(now() - t0)
-    return max(took[1] - took[0], 1e-3) / (long - short)
+    per_step = (took[2] - took[1]) / (long - short)
+    if per_step <= 0:  # other load swamped the difference: the long run's mean (an over-estimate) instead
+        print(f"  calibration: {long} steps took no longer than {short}; using {took[2] / long:.3f} s/step",
+              file=sys.stderr)
+        per_step = took[2] / long
+    return per_step
 
 
 def vgg_used(spec: str) -> str:
