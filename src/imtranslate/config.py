@@ -88,6 +88,9 @@ class TrainConfig:
     # wall-clock budget in seconds of training (0 = none): the run stops at the first step past
     # it, validates and writes its last checkpoint as at train.steps (equal-time comparisons)
     time_limit: float = 0.0
+    # the same budget in CPU seconds of this process (time.process_time: every thread of it, not
+    # DataLoader workers; 0 = none): steadier than wall clock on a machine other jobs share
+    cpu_time_limit: float = 0.0
     batch_size: int = 4
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -338,7 +341,7 @@ def assemble(data: dict, model_cls: type) -> Config:
 #: Everything else (nets, losses, data, batch size, seed, EMA) defines the run and would make the
 #: saved weights and optimiser state mean something else.
 RESUMABLE = frozenset({
-    "train.steps", "train.time_limit", "train.lr_g", "train.lr_d", "train.lr_policy", "train.lr_decay_start",
+    "train.steps", "train.time_limit", "train.cpu_time_limit", "train.lr_g", "train.lr_d", "train.lr_policy", "train.lr_decay_start",
     "train.lr_step_every", "train.log_every", "train.image_every", "train.val_every",
     "train.val_batches", "train.ckpt_every", "train.keep_ckpts", "train.progress", "train.tensorboard",
     "train.device", "train.threads", "train.step_in_backward", "train.channels_last", "data.num_workers",
@@ -371,6 +374,8 @@ def check(cfg: Config) -> None:
     t, d = cfg.train, cfg.data
     if t.steps < 1:
         raise ConfigError("train.steps must be at least 1")
+    if t.time_limit < 0 or t.cpu_time_limit < 0:
+        raise ConfigError("train.time_limit and train.cpu_time_limit are seconds >= 0 (0 = no budget)")
     if t.batch_size < 1:
         raise ConfigError("train.batch_size must be at least 1")
     if not 0.0 <= t.ema_decay < 1.0:

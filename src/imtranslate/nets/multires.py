@@ -68,6 +68,8 @@ class MultiResGenerator(nn.Module):
     * ``fusion="concat"`` fuses a finer level's features by concatenation + conv-norm-relu;
       when that finer level is inactive, zeros stand in for its half so the same weights serve
       every training stage. ``fusion="sum"`` adds them instead.
+    * ``n_enc_blocks_coarse``: residual blocks in the encoders of every level but the finest
+      (None = ``n_enc_blocks``), a lighter input module where the pictures are small.
     * The bottleneck (stride-2 convs to ``max_channels``, residual blocks, bilinear up-sampling
       back to the coarsest size) has the same width whatever the number of levels.
     * :meth:`level_parameters` ``(i)`` yields the parameters of level i only (the bottleneck
@@ -88,6 +90,7 @@ class MultiResGenerator(nn.Module):
         n_dec_blocks: int = 1,
         norm: str = "instance",
         fusion: str = "concat",
+        n_enc_blocks_coarse: int | None = None,
     ):
         super().__init__()
         self.config = init_config(locals())
@@ -105,7 +108,8 @@ class MultiResGenerator(nn.Module):
             _Level(
                 in_channels=in_channels, out_channels=out_channels, width=self.widths[i],
                 coarser_width=self.widths[i - 1] if i > 0 else None, finest=i == n_levels - 1,
-                n_enc_blocks=n_enc_blocks, n_dec_blocks=n_dec_blocks, norm=norm, fusion=fusion,
+                n_enc_blocks=n_enc_blocks if i == n_levels - 1 or n_enc_blocks_coarse is None else n_enc_blocks_coarse,
+                n_dec_blocks=n_dec_blocks, norm=norm, fusion=fusion,
             )
             for i in range(n_levels)
         )

@@ -7,7 +7,9 @@ cascaded decoder that takes each level's input features in as it climbs back up
 
     L = sum_i w_i * ( lambda_l1 * |out_i - B_i| + lambda_gan * GAN(D_i(A_i, out_i)) + lambda_style * Style(out_i, B_i) )
 
-with one PatchGAN ``D_i`` per level and the style loss on Gram matrices of VGG-19 features.
+with one PatchGAN ``D_i`` per level (or one shared by the levels, ``discriminator=shared``) and the
+style loss on Gram matrices of VGG-19 features. Cheaper-step options (``style_layers_coarse``,
+``style_every``, ``coarse_every``, ``n_enc_blocks_coarse``) are measured in docs/BENCHMARKS.md §1.
 
 Schedule (coarse to fine, then joint): stage 0 trains the coarsest module alone, stage k adds
 level k (only its modules are trained while ``freeze_trained_levels``), and the last stage
@@ -59,6 +61,16 @@ class MultiResConfig:
     freeze_trained_levels: bool = True  # in stage k only level k's modules learn; joint stage: all
     vgg_weights: str = "imagenet"  # imagenet (torch cache) | random (tests only) | path to a file
     lambda_temporal: float = 0.0  # > 0: temporal loss on a randomly warped copy of the input (steadier video)
+    # ---- cheaper steps (docs/BENCHMARKS.md §1 profiles them); the defaults give the original step
+    # per_level: one PatchGAN per level, one layer fewer per coarser level (the original);
+    # shared: ONE PatchGAN whose weights judge every level's output at that level's own size (a
+    # pix2pixHD-style multi-scale D whose scales come from the pyramid instead of average pooling);
+    # its depth is n_layers_d, lowered until it fits the coarsest level
+    discriminator: Literal["per_level", "shared"] = "per_level"
+    style_layers_coarse: list[str] = field(default_factory=list)  # style layers below the finest active level; [] = style_layers (shallower = a shorter VGG pass)
+    style_every: int = 1  # the style loss (its VGG passes) every k steps, at every level; 1 = every step
+    coarse_every: int = 1  # losses and D updates of the levels below the finest active one every k steps; 1 = every step
+    n_enc_blocks_coarse: int = -1  # residual blocks in the encoders of the coarser levels; -1 = n_enc_blocks
 
 
 @register_task
@@ -77,6 +89,10 @@ class MultiResTask(Task):
         if m.level_weights and len(m.level_weights) != m.n_levels:
             raise ConfigError(f"model.level_weights needs {m.n_levels} entries (coarsest first)")
         check_gan_options(m)
+        if m.style_every < 1 or m.coarse_every < 1:
+            raise ConfigError("model.style_every and model.coarse_every must be at least 1 (1 = every step)")
+        if m.discriminator not in ("per_level", "shared"):
+            raise ConfigError(f"model.discriminator must be per_level or shared, got {m.discriminator!r}")
         if sum(cls.stage_bounds(cfg)[:-1]) > cfg.train.steps and not m.stage_steps:
             raise ConfigError("model.stage_fraction * n_levels exceeds the run; lower model.stage_fraction")
 
@@ -121,8 +137,9 @@ class MultiResTask(Task):
             set_requires_grad(G, False)
             for p in G.level_parameters(k):
                 p.requires_grad_(True)
-        for i in range(n):  # only the discriminators of active levels learn
-            set_requires_grad(self.nets[f"D{i}"], i < active)
+        if self.m.discriminator == "per_level":
+            for i in range(n):  # only the discriminators of active levels learn
+                set_requires_grad(self.nets[f"D{i}"], i < active)
 
     # ---- construction ------------------------------------------------------------------------
     def build(self) -> None:
@@ -130,20 +147,38 @@ class MultiResTask(Task):
         G = self.add_net("G", "multires", in_channels=self.in_channels, out_channels=self.out_channels,
                          n_levels=m.n_levels, ngf=m.ngf, max_channels=m.max_channels, n_enc_blocks=m.n_enc_blocks,
                          n_bottleneck_down=m.n_bottleneck_down, n_res_blocks=m.n_res_blocks,
-                         n_dec_blocks=m.n_dec_blocks, norm=m.norm, fusion=m.fusion)
-        # one PatchGAN per level; a coarser level's pixels cover twice the area, so one layer
-        # fewer per halving keeps every D's receptive field the same patch of the scene
-        Ds = [self.add_net(f"D{i}", "patch", in_channels=self.in_channels + self.out_channels, ndf=m.ndf,
-                           n_layers=max(1, m.n_layers_d - (m.n_levels - 1 - i)), norm=m.norm_d)
-              for i in range(m.n_levels)]
-        for i, D in enumerate(Ds):
-            self.check_patch_size(D, self.cfg.data.crop_size // 2 ** (m.n_levels - 1 - i), f"D{i} (level {i})")
+                         n_dec_blocks=m.n_dec_blocks, norm=m.norm, fusion=m.fusion,
+                         **({"n_enc_blocks_coarse": m.n_enc_blocks_coarse} if m.n_enc_blocks_coarse >= 0 else {}))
+        coarsest = self.cfg.data.crop_size // 2 ** (m.n_levels - 1)
+        c_in = self.in_channels + self.out_channels
+        if m.discriminator == "shared":
+            # the deepest PatchGAN (at most n_layers_d) that still fits the coarsest level: 3 * 2**n px
+            n_layers = m.n_layers_d
+            while n_layers > 1 and coarsest and coarsest < 3 * 2 ** n_layers:
+                n_layers -= 1
+            D = self.add_net("D", "patch", in_channels=c_in, ndf=m.ndf, n_layers=n_layers, norm=m.norm_d)
+            self.check_patch_size(D, coarsest, "the shared D (coarsest level)")
+            Ds = [D]
+        else:
+            # one PatchGAN per level; a coarser level's pixels cover twice the area, so one layer
+            # fewer per halving keeps every D's receptive field the same patch of the scene
+            Ds = [self.add_net(f"D{i}", "patch", in_channels=c_in, ndf=m.ndf,
+                               n_layers=max(1, m.n_layers_d - (m.n_levels - 1 - i)), norm=m.norm_d)
+                  for i in range(m.n_levels)]
+            for i, D in enumerate(Ds):
+                self.check_patch_size(D, self.cfg.data.crop_size // 2 ** (m.n_levels - 1 - i), f"D{i} (level {i})")
         self.gan = GANLoss(m.gan_mode)
-        self.vgg_loss = None
+        self.vgg_loss = self.vgg_loss_coarse = None
         if m.lambda_style > 0:
-            vgg = VGG19Features(layers=tuple(m.style_layers), weights=m.vgg_weights).to(self.device)
-            self.vgg_loss = VGGLoss(vgg, perceptual_layers=(), perceptual_weights=(), style_layers=tuple(m.style_layers),
-                                    style_norm=m.style_norm)
+            def style_loss_of(layers):
+                vgg = VGG19Features(layers=tuple(layers), weights=m.vgg_weights).to(self.device)
+                return VGGLoss(vgg, perceptual_layers=(), perceptual_weights=(), style_layers=tuple(layers),
+                               style_norm=m.style_norm)
+            self.vgg_loss = style_loss_of(m.style_layers)
+            # coarse levels: a VGG-19 cut at their (shallower) layers, so their pass is shorter
+            coarse = list(m.style_layers_coarse)
+            self.vgg_loss_coarse = (self.vgg_loss if not coarse or coarse == list(m.style_layers)
+                                    else style_loss_of(coarse))
         self.add_optimizer("G", G.parameters(), self.cfg.train.lr_g)
         self.add_optimizer("D", [p for D in Ds for p in D.parameters()], self.cfg.train.lr_d)
         w = list(m.level_weights) or [1.0] * m.n_levels
@@ -159,32 +194,47 @@ class MultiResTask(Task):
         B = build_pyramid(batch["B"], self.m.n_levels, self.m.pyramid_method)
         return A, B
 
+    def level_discriminators(self, active: int) -> list:
+        """The discriminator judging each active level's output (coarsest first): its own PatchGAN,
+        or the one shared D for every level (``model.discriminator``)."""
+        if self.m.discriminator == "shared":
+            return [self.nets["D"]] * active
+        return [self.nets[f"D{i}"] for i in range(active)]
+
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
         G, m = self.nets["G"], self.m
         A_pyr, B_pyr = self.pyramids(batch)  # coarsest first
         active = G.active_levels
-        Ds = [self.nets[f"D{i}"] for i in range(active)]
+        Ds = self.level_discriminators(active)
         w = self.level_weights[:active]
         wsum = sum(w)
+        # levels with losses this step: the finest active one always, the coarser ones every
+        # coarse_every steps (a skipped level's terms are absent; the weights still divide by wsum)
+        on = [i == active - 1 or step % m.coarse_every == 0 for i in range(active)]
+        with_style = self.vgg_loss is not None and step % m.style_every == 0
         with self.autocast():
             outs = G(A_pyr, return_all=True)  # list of `active` tensors, coarsest first
 
         # ---- D phase: every active level's discriminator on (input, real) vs (input, fake)
         with self.autocast():
             loss_d = sum(wi * 0.5 * self.gan.d_loss(D(torch.cat([a, b], 1)), D(torch.cat([a, o.detach()], 1)))
-                         for wi, D, a, b, o in zip(w, Ds, A_pyr, B_pyr, outs)) / wsum
+                         for wi, D, a, b, o, k in zip(w, Ds, A_pyr, B_pyr, outs, on) if k) / wsum
         self.backward_step(loss_d, "D")
 
         # ---- G phase: L1 + GAN + style at every active level
-        frozen = [[p.requires_grad for p in D.parameters()] for D in Ds]
-        set_requires_grad(Ds, False)
+        unique_Ds = list(dict.fromkeys(Ds))
+        frozen = [[p.requires_grad for p in D.parameters()] for D in unique_Ds]
+        set_requires_grad(unique_Ds, False)
         logs = {}
         total_l1 = total_gan = total_style = 0.0
         with self.autocast():
             for i, (wi, D, a, b, o) in enumerate(zip(w, Ds, A_pyr, B_pyr, outs)):
+                if not on[i]:
+                    continue
                 l1 = l1_loss(o.float(), b)
                 gan = self.gan.g_loss(D(torch.cat([a, o], 1)))
-                style = self.vgg_loss(o.float(), b)["style"] if self.vgg_loss is not None else o.new_zeros(())
+                vgg_loss = self.vgg_loss if i == active - 1 else self.vgg_loss_coarse
+                style = vgg_loss(o.float(), b)["style"] if with_style else o.new_zeros(())
                 total_l1 = total_l1 + wi * l1
                 total_gan = total_gan + wi * gan
                 total_style = total_style + wi * style
@@ -200,7 +250,7 @@ class MultiResTask(Task):
                 loss_g = loss_g + m.lambda_temporal * loss_t
                 logs["G_temporal"] = float(loss_t.detach())
         self.backward_step(loss_g, "G")
-        for D, flags in zip(Ds, frozen):
+        for D, flags in zip(unique_Ds, frozen):
             for p, f in zip(D.parameters(), flags):
                 p.requires_grad_(f)
         logs.update(loss_D=loss_d.item(), loss_G=loss_g.item(), G_l1=float(total_l1.detach()),

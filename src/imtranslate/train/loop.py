@@ -389,6 +389,7 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
     stepper = task.stepper
     skipped_run = 0  # fp16: consecutive steps the loss scaler skipped
     t_start = time.perf_counter()  # train.time_limit counts from here (this process, this session)
+    cpu_start = time.process_time()  # and train.cpu_time_limit
     with StopSignals() as stop:
         try:
             while step < t.steps:
@@ -422,13 +423,17 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
                 else:
                     skipped_run = 0
                 # every process stops at the same step when any of them diverged or was signalled
-                out_of_time = bool(t.time_limit) and time.perf_counter() - t_start >= t.time_limit
+                out_of_time = ((bool(t.time_limit) and time.perf_counter() - t_start >= t.time_limit)
+                               or (bool(t.cpu_time_limit) and time.process_time() - cpu_start >= t.cpu_time_limit))
                 any_bad, any_stop, any_late = distributed.any_flags([bool(why), bool(stop.signum), out_of_time],
                                                                     device)
                 if any_bad:
                     raise diverged(step, why or "a non-finite loss in another process")
                 if any_late and step < t.steps:
-                    bar.write(f"train.time_limit={t.time_limit:g} s reached at step {step} of {t.steps}")
+                    which = (f"train.time_limit={t.time_limit:g} s"
+                             if t.time_limit and time.perf_counter() - t_start >= t.time_limit
+                             else f"train.cpu_time_limit={t.cpu_time_limit:g} CPU s")
+                    bar.write(f"{which} reached at step {step} of {t.steps}")
                     bar.update(1)
                     break
                 if step % t.log_every == 0 or step == t.steps:
