@@ -166,3 +166,14 @@ def _int8(out: Path, inputs, batches, min_psnr, repeats, log) -> dict:
     return {"round": "int8", "onnx_fp32": str(fp32.name), "onnx_int8": str(res["path"].name),
             "latency_ms": t8, "latency_fp32_onnx_ms": t32, "psnr_vs_fp32": res["psnr_vs_fp32"],
             "tolerance_psnr": min_psnr}
+
+
+class _CallableModule(type(__import__("sys"))):
+    """``imtranslate.compress(ckpt, out, ...)`` works whether or not this subpackage (which Python
+    binds to the same name once imported) has been imported."""
+
+    def __call__(self, *args, **kwargs):
+        return compress(*args, **kwargs)
+
+
+__import__("sys").modules[__name__].__class__ = _CallableModule
