@@ -225,3 +225,23 @@ def test_int8_model_runs_within_its_tolerance(tmp_path, pix2pix_ckpt):
 def test_bad_quality_index_is_a_clear_error(pix2pix_ckpt, tmp_path, capsys):
     assert main(["compress", str(pix2pix_ckpt), "-o", str(tmp_path / "x.safetensors"), "--quality", "fid:3"]) == 2
     assert "quality index 'fid:3'" in capsys.readouterr().err
+
+
+def test_distillation_through_the_config_trains_towards_the_teacher(tmp_path, pix2pix_ckpt):
+    """train.distill_from: any task distils from a teacher checkpoint; with the task's own losses
+    off (lr_d 0, lambda_l1 0, lambda_gan 0) only distillation moves G, towards the teacher."""
+    from imtranslate.checkpoint_file import load_generator
+    from imtranslate.tasks import load_config
+    from imtranslate.train.loop import train
+
+    over = tiny_overrides("pix2pix", tmp_path, steps=6, **{"data.synthetic.input": "contour"}) + [
+        f"train.distill_from={pix2pix_ckpt}", "train.lambda_distill=1", "train.lambda_distill_feat=1",
+        "model.lambda_l1=0", "model.lambda_gan=0", "train.lr_g=0.002", "train.ema_decay=0", "train.lr_policy=constant"]
+    run = train(load_config(None, over), log=lambda m: None)
+    rows = [__import__("json").loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["distill_out"] for r in rows if r.get("kind") == "train" and "distill_out" in r]
+    assert len(losses) == 6 and "distill_feat" in next(r for r in rows if "distill_out" in r)
+    assert losses[-1] < losses[0]
+    with pytest.raises(Exception, match="distill_from"):
+        train(load_config(None, tiny_overrides("multires", tmp_path, steps=1) + [f"train.distill_from={pix2pix_ckpt}"]),
+              log=lambda m: None)

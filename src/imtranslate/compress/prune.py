@@ -154,7 +154,7 @@ def _activation_scores(net: nn.Module, example, fwd, names) -> dict[str, torch.T
     hooks = [modules[n].register_forward_hook(hook(n)) for n in names]
     try:
         with torch.no_grad():
-            for x in (example if isinstance(example, list) and example and isinstance(example[0], tuple) else [example]):
+            for x in (example if isinstance(example, (list, tuple)) else [example]):  # one input or a list of them
                 fwd(net, x)
     finally:
         for h in hooks:
