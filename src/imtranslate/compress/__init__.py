@@ -41,6 +41,9 @@ def build_for_compression(ckpt, overrides=(), device="cpu", n_held_out: int = 4,
     training batches (the method's own data; ``data.root=...`` and other overrides apply) and
     ``fwd(G, A)`` = the task's full-size translation."""
     meta = read_meta(ckpt)
+    if meta.get("task") == "styleswap":
+        raise ConfigError(f"{ckpt}: a styleswap checkpoint holds an inverse network, which has no held-out pairs "
+                          "to gate pruning on; compress a stylesr net (stylise + SR in one pass) instead")
     cfg = resolve(merge(meta["config"], parse_overrides(list(overrides))))
     cfg.train.device = str(device)
     task_cls = get_task(cfg.task)
