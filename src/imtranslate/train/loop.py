@@ -411,10 +411,10 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
                     bar.write(f"step {step}: {msg}")
                 task.set_lr(step)
                 skipped_before = stepper.skipped_steps
-                batch = task.to_device(batch)
-                logs = task.train_step(batch, step)
+                on_device = task.to_device(batch)
+                logs = task.train_step(on_device, step)
                 if distiller is not None:
-                    logs.update(distiller.step(batch, lr_factor(t, step)))
+                    logs.update(distiller.step(on_device, lr_factor(t, step)))
                 if ema is not None:
                     ema.update(step)
                 step += 1
