@@ -123,6 +123,11 @@ class TrainConfig:
     # start a new run from this checkpoint's weights (nets and EMA whose shapes fit; fresh
     # optimisers, step 0, this config). "" = random init. Exact continuation is --resume instead.
     init_from: str = ""
+    # distil from this teacher checkpoint (same task) after every step: output L1 (lambda_distill)
+    # and inner-feature MSE (lambda_distill_feat); "" = off (imtranslate.train.distill)
+    distill_from: str = ""
+    lambda_distill: float = 10.0
+    lambda_distill_feat: float = 0.0
     log_every: int = 10  # scalars to TensorBoard / progress bar every N steps
     image_every: int = 200  # image grids to TensorBoard every N steps (0 = never)
     val_every: int = 200  # validation (L1 / PSNR / SSIM on held-out data); 0 = only at the end

@@ -308,6 +308,15 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
             ema = EMA(net, t.ema_decay, t.ema_start)
 
     task._net_listeners.append(follow_net)
+    distiller = None
+    if t.distill_from:
+        from ..tasks.base import lr_factor
+        from .distill import Distiller
+
+        if world > 1:
+            raise ConfigError("train.distill_from runs in a single process (its update is not all-reduced)")
+        distiller = Distiller(task, t.distill_from, t.lambda_distill, t.lambda_distill_feat)
+        task._net_listeners.append(distiller.follow)
     step = 0
     if ckpt_path is not None:
         step = restore_training_state(ckpt_path, task, ema)
@@ -407,7 +416,10 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
                     bar.write(f"step {step}: {msg}")
                 task.set_lr(step)
                 skipped_before = stepper.skipped_steps
-                logs = task.train_step(task.to_device(batch), step)
+                on_device = task.to_device(batch)
+                logs = task.train_step(on_device, step)
+                if distiller is not None:
+                    logs.update(distiller.step(on_device, lr_factor(t, step)))
                 if ema is not None:
                     ema.update(step)
                 step += 1
