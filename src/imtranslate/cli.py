@@ -156,7 +156,8 @@ def cmd_data(args) -> None:
     from . import data
 
     if args.data_cmd == "pairs":
-        n = data.make_pairs(args.src, args.dst, args.kind, size=args.size, scale=args.scale, seed=args.seed)
+        n = data.make_pairs(args.src, args.dst, args.kind, size=args.size, scale=args.scale, seed=args.seed,
+                            degradations=args.degradations)
         print(f"wrote {n} pair(s) to {args.dst}/A and {args.dst}/B")
     elif args.data_cmd == "synthetic":
         root = data.generate_synthetic(args.dst, n_train=args.n_train, n_val=args.n_val, size=args.size,
@@ -401,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--kind", required=True, choices=["contours", "grey", "downscale", "degrade"])
     q.add_argument("--size", type=int, default=0, help="resize the shorter side to this first (0 = keep)")
     q.add_argument("--scale", type=int, default=4, help="downscale factor for --kind downscale")
+    q.add_argument("--degradations", default="",
+                   help="--kind degrade: the pipeline, type:coefficient[:kernel],... in order (docs/FACE.md); "
+                        "default gaussian_blur:0.3,downscale:0.3,gaussian_noise:0.2,jpeg:0.4")
     q.add_argument("--seed", type=int, default=0)
     q = dsub.add_parser("synthetic", help="write the built-in synthetic scenes to a folder")
     q.add_argument("dst")
