@@ -29,6 +29,8 @@ def eval_data_config(data_cfg, root):
         d.a_dir, d.b_dir = ("label" if label else "contour"), "photo"
         d.inst_dir = "instance" if label else ""
         d.n_classes = d.synthetic.n_classes
+    if d.dataset == "synthetic_faces":  # any folder of face crops, each its own target
+        d.dataset = "photos"
     d.root = str(root)
     d.val_root = str(root)
     d.crop_size = 0
