@@ -37,6 +37,8 @@ TINY = {
     "multiscale": dict(in_channels=5, ndf=4, n_layers=2, num_d=2),
     "style_inverse": dict(in_channels=5, n_up=2, ngf=4, depth=4),
     "stylesr": dict(in_channels=3, out_channels=3, scale=2, ngf=4, n_levels=3, n_blocks=1, separable=True),
+    "face_enhancer": dict(in_channels=3, out_channels=3, widths=[4, 6, 5], dec_widths=[3, 5, 7], latent_dim=8),
+    "face_discriminator": dict(in_channels=3, widths=[4, 6]),
 }
 
 
@@ -92,6 +94,8 @@ def expected_shapes(name: str, net, size) -> list[tuple] | None:
         return [(B, cfg["out_channels"], h, w)]
     if name == "pix2pixhd_encoder":
         return [(B, cfg["feat_channels"], h, w)]
+    if name == "face_enhancer":
+        return [(B, cfg["out_channels"], h, w)]
     if name == "stylesr":  # scale x the input, exactly
         return [(B, cfg["out_channels"], cfg["scale"] * h, cfg["scale"] * w)]
     if name == "pix2pixhd":
