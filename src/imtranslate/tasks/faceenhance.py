@@ -134,12 +134,6 @@ class FaceEnhanceTask(Task):
     @classmethod
     def check_config(cls, cfg) -> None:
         m, d = cfg.model, cfg.data
-        if d.dataset not in ("photos", "synthetic_faces"):
-            raise ConfigError(f"faceenhance reads good face crops and degrades them itself: use data.dataset="
-                              f"synthetic_faces (built in) or data.dataset=photos with data.root=FOLDER, not "
-                              f"data.dataset={d.dataset}")
-        if input_kind(d) != "rgb" or d.output_channels != 3:
-            raise ConfigError("faceenhance works on RGB faces: data.input_kind=rgb and data.output_channels=3")
         if len(m.degradations) != len(m.coefficients):
             raise ConfigError(f"model.degradations ({len(m.degradations)}) and model.coefficients "
                               f"({len(m.coefficients)}) must have one entry each")
@@ -164,13 +158,25 @@ class FaceEnhanceTask(Task):
                               f"{2 ** (len(m.widths) - 1)}")
 
     # ---- data ---------------------------------------------------------------------------------
+    @staticmethod
+    def require_faces(cfg) -> None:
+        """The data must be RGB face crops (checked when the task is built and before data is read)."""
+        d = cfg.data
+        if d.dataset not in ("photos", "synthetic_faces"):
+            raise ConfigError(f"faceenhance reads good face crops and degrades them itself: use data.dataset="
+                              f"synthetic_faces (built in) or data.dataset=photos with data.root=FOLDER, not "
+                              f"data.dataset={d.dataset}")
+        if input_kind(d) != "rgb" or d.output_channels != 3:
+            raise ConfigError("faceenhance works on RGB faces: data.input_kind=rgb and data.output_channels=3")
+
     @classmethod
     def check_data(cls, cfg) -> dict:
-        cls.check_config(cfg)
+        cls.require_faces(cfg)
         return check_dataset(cfg.data)
 
     @classmethod
     def build_dataset(cls, cfg, split: str):
+        cls.require_faces(cfg)
         recs = split_records(cfg.data)[split]
         if split == "train" and cfg.data.max_items > 0:
             recs = recs[: cfg.data.max_items]
@@ -200,6 +206,7 @@ class FaceEnhanceTask(Task):
 
     # ---- nets ---------------------------------------------------------------------------------
     def build(self) -> None:
+        self.require_faces(self.cfg)
         self.check_config(self.cfg)
         m = self.m
         self.steps = pipeline_of(m)
