@@ -39,3 +39,189 @@ def test_distill_adapters_map_narrower_student_features_and_learn():
     assert loss.adapters[0].weight.grad is not None and s.grad is not None
     with pytest.raises(ValueError, match="adapter"):
         feature_distill([s], [t])
+
+
+# ---- shared pieces -------------------------------------------------------------------------------
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from conftest import tiny_config, tiny_overrides  # noqa: E402
+from imtranslate.cli import main  # noqa: E402
+from imtranslate.compress import count_params, make_separable, prunable_layers, prune_channels  # noqa: E402
+from imtranslate.compress.prune import mark_compressed  # noqa: E402
+from imtranslate.compress.rounds import prune_in_rounds  # noqa: E402
+from imtranslate.ops import crop_to, pad_to_multiple  # noqa: E402
+from imtranslate.tasks import get_task  # noqa: E402
+from imtranslate.train.stepping import build_task  # noqa: E402
+
+NETS = {  # task, extra overrides: every generator shape in the project
+    "unet": ("pix2pix", []),
+    "resnet": ("pix2pix", ["model.generator=resnet", "model.n_blocks=2"]),
+    "pix2pixhd": ("pix2pixhd", ["model.features=false", "data.use_instance=false"]),
+    "multires": ("multires", []),
+    "stylesr": ("stylesr", []),
+}
+
+
+def _generator(tmp_path, net):
+    task_name, extra = NETS[net]
+    cfg = tiny_config(task_name, tmp_path, extra=extra)
+    task = build_task(cfg, "cpu")
+    G = task.generator.eval()
+    if hasattr(G, "set_active_levels"):  # a finished run: every level active
+        G.set_active_levels(G.n_levels)
+    item = task.build_dataset(cfg, "val")[0]
+    A, _ = task.eval_inputs(torch.utils.data.default_collate([item]), cfg)
+    cls = get_task(cfg.task)
+
+    def fwd(G, A):
+        return cls.translate(G, A, cfg, task.extra_tensors())
+
+    return task, cfg, G, A, fwd
+
+
+@pytest.mark.parametrize("net", list(NETS))
+def test_pruning_keeps_every_net_runnable_at_odd_sizes_and_rebuilds_from_its_config(tmp_path, net):
+    torch.manual_seed(0)
+    task, cfg, G, A, fwd = _generator(tmp_path, net)
+    layers = prunable_layers(G, A, fwd)
+    assert layers, "no prunable layer found"
+    params = count_params(G)
+    widths = prune_channels(G, A, fwd, {l.name: max(1, l.channels // 4) for l in layers})
+    assert all(widths[l.name] == l.channels - max(1, l.channels // 4) for l in layers)
+    mark_compressed(G)
+    assert count_params(G) < params and G.config["surgery"]["shapes"]
+    cls, mult = get_task(cfg.task), get_task(cfg.task).size_multiple(G, cfg)
+    scale = cls.size_scale(G, cfg)
+    for h, w in [(37, 45), (29, 64)]:  # odd sizes, padded to the multiple and cropped back as predictors do
+        x = torch.randn(1, A.shape[1], h, w).clamp(-1, 1)
+        out = crop_to(fwd(G, pad_to_multiple(x, mult)), (h, w), scale)
+        assert out.shape == (1, 3, round(h * scale), round(w * scale)) and torch.isfinite(out).all()
+    # the same net from its config alone (what a checkpoint stores), same outputs
+    G2 = build_net(G.net_name, **G.config).eval()
+    G2.load_state_dict(G.state_dict())
+    if hasattr(G, "run_state"):
+        G2.load_run_state(G.run_state())
+    with torch.no_grad():
+        assert torch.equal(fwd(G2, A), fwd(G, A))
+
+
+def test_a_layer_that_fails_the_quality_check_gets_a_smaller_ratio_next_round(tmp_path):
+    """A U-Net without norms where the 2 channels a 1/4 cut takes are dead (zero filters and
+    bias) in every layer but one: those cuts cost nothing, the other layer's cut breaks the index."""
+    torch.manual_seed(0)
+    cfg = tiny_config("pix2pix", tmp_path, extra=["model.norm=none", "model.dropout=false"])
+    task = build_task(cfg, "cpu")
+    G = task.generator.eval()
+    item = task.build_dataset(cfg, "val")[0]
+    A = torch.utils.data.default_collate([item])["A"]
+
+    def fwd(G, A):
+        return G(A)
+
+    layers = prunable_layers(G, A, fwd)
+    modules = dict(G.named_modules())
+    sensitive = "downs.2.1"
+    assert sensitive in {l.name for l in layers}
+    with torch.no_grad():
+        for l in layers:
+            conv = modules[l.name]
+            k = int(0.25 * l.channels)
+            if l.name == sensitive:
+                conv.weight.mul_(20)  # every channel of it matters
+            else:  # output channels: dim 0 of a conv's weight, dim 1 of a transposed conv's
+                (conv.weight[:, :k] if isinstance(conv, torch.nn.ConvTranspose2d) else conv.weight[:k]).zero_()
+                conv.bias[:k].zero_()
+    teacher = copy.deepcopy(G)
+    res = prune_in_rounds(task, teacher, [A], [task.to_device(item | {"A": A[0], "B": A[0, :3]})], fwd,
+                          ratio=0.25, rounds=1, round_steps=0, quality="psnr:80", importance="activation",
+                          latency_repeats=1, log=lambda m: None)
+    row = res.table[1]
+    assert sensitive in row["held_back"] and not row["layers"][sensitive]["passed"]
+    assert res.ratios[sensitive] == pytest.approx(0.125)  # halved for the next round
+    assert dict(res.net.named_modules())[sensitive].out_channels == modules[sensitive].out_channels  # restored
+    others = [l for l in layers if l.name != sensitive and int(0.25 * l.channels) > 0]
+    assert others and all(row["layers"][l.name]["passed"] and res.ratios[l.name] == 0.25 for l in others)
+    assert all(dict(res.net.named_modules())[l.name].out_channels == l.channels - int(0.25 * l.channels)
+               for l in others)
+    assert row["quality"] >= 80 and row["macs"] < res.table[0]["macs"]
+
+
+def test_separable_conversion_parameter_count_and_rebuild():
+    torch.manual_seed(0)
+    G = build_net("unet", in_channels=3, out_channels=3, num_downs=4, ngf=8, norm="none").eval()
+    modules = dict(G.named_modules())
+    before = count_params(G)
+    names = make_separable(G)
+    assert names
+    saved = 0
+    for n in names:
+        c = modules[n]
+        k, ci, co = c.kernel_size[0], c.in_channels, c.out_channels
+        saved += ci * co * k * k - (ci * k * k + ci * co)  # the bias stays (on the pointwise conv)
+    assert count_params(G) == before - saved
+    G2 = build_net(G.net_name, **G.config).eval()
+    G2.load_state_dict(G.state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(G2(x), G(x))
+
+
+# ---- a trained checkpoint through the CLI --------------------------------------------------------
+@pytest.fixture(scope="module")
+def pix2pix_ckpt(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compress_ckpt")
+    assert main(["train", *tiny_overrides("pix2pix", tmp, steps=2, **{"data.synthetic.input": "contour"})]) == 0
+    return next((tmp / "runs").iterdir()) / "checkpoints" / "last.safetensors"
+
+
+def test_cli_compress_then_translate_eval_export_tile_and_video(tmp_path, pix2pix_ckpt, capsys):
+    small = tmp_path / "small.safetensors"
+    assert main(["compress", str(pix2pix_ckpt), "-o", str(small), "--rounds", "1", "--round-steps", "1",
+                 "--quality", "psnr:10", "--separable", "--json", str(tmp_path / "t.json")]) == 0
+    text = capsys.readouterr().out
+    assert "| round | MACs (M)" in text and "| separable |" in text and f"wrote {small}" in text
+    from imtranslate.checkpoint_file import load_generator, read_meta
+
+    G = load_generator(small).net
+    assert G.config["surgery"]["shapes"] and G.config["surgery"]["separable"]
+    table = read_meta(small)["compress"]["table"]
+    assert table[1]["params"] < table[0]["params"]
+    img = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 45, 3), dtype=np.uint8)).save(img)
+    assert main(["translate", str(small), str(img), "-o", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
+    assert Image.open(tmp_path / "out" / "in.png").size == (45, 37)
+    assert main(["translate", str(small), str(img), "-o", str(tmp_path / "tiled"), "--quiet", "--device", "cpu",
+                 "--tile", "32", "--tile-overlap", "8"]) == 0
+    assert Image.open(tmp_path / "tiled" / "in.png").size == (45, 37)
+    capsys.readouterr()
+    assert main(["eval", str(small), str(pix2pix_ckpt.parents[3] / "synthetic" / "val"), "--quiet"]) == 0
+    assert "psnr" in capsys.readouterr().out
+    assert main(["export", str(small), "--onnx", str(tmp_path / "s.onnx")]) == 0
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((32, 40, 3), 40 * i, np.uint8)).save(frames / f"{i:03d}.png")
+    assert main(["video", str(small), str(frames), "-o", str(tmp_path / "vid"), "--quiet"]) == 0
+    assert len(list((tmp_path / "vid").glob("*.png"))) == 3
+
+
+def test_int8_model_runs_within_its_tolerance(tmp_path, pix2pix_ckpt):
+    import onnxruntime as ort
+
+    from imtranslate import compress
+
+    out, table = compress(pix2pix_ckpt, tmp_path / "q.safetensors", rounds=0, int8=True, latency_repeats=1,
+                          log=lambda m: None)
+    row = table[-1]
+    assert row["round"] == "int8" and row["psnr_vs_fp32"] >= row["tolerance_psnr"] == 30.0
+    s = ort.InferenceSession(str(tmp_path / "q.int8.onnx"), providers=["CPUExecutionProvider"])
+    c = s.get_inputs()[0].shape[1]
+    y = s.run(None, {"A": np.random.default_rng(0).uniform(-1, 1, (1, c, 37, 45)).astype(np.float32)})[0]
+    assert y.shape == (1, 3, 37, 45) and np.isfinite(y).all()
+    assert any("QuantizeLinear" == n.op_type for n in __import__("onnx").load(str(tmp_path / "q.int8.onnx")).graph.node)
+
+
+def test_bad_quality_index_is_a_clear_error(pix2pix_ckpt, tmp_path, capsys):
+    assert main(["compress", str(pix2pix_ckpt), "-o", str(tmp_path / "x.safetensors"), "--quality", "fid:3"]) == 2
+    assert "quality index 'fid:3'" in capsys.readouterr().err

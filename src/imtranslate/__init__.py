@@ -66,3 +66,11 @@ def stylize(content, style, inverse=None, *, blend=0.0, preserve_color=False, vg
     if vgg_weights is not None or inverse is None:
         kwargs["vgg_weights"] = vgg_weights or "imagenet"
     return load_stylizer(inverse, **kwargs)(content, style, blend=blend, preserve_color=preserve_color, **options)
+
+
+def compress(checkpoint, out, **kwargs):
+    """Prune in rounds (quality-gated, distilled), optionally make separable and int8; returns
+    ``(new checkpoint path, per-round table)`` (see :func:`imtranslate.compress.compress`)."""
+    from .compress import compress as _compress
+
+    return _compress(checkpoint, out, **kwargs)

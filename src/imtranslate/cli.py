@@ -217,6 +217,38 @@ def cmd_export(args) -> None:
           f"onnxruntime matches torch to {worst:.1e}")
 
 
+def print_compress_table(table, quality: str) -> None:
+    """The per-round table of ``imtranslate compress`` as Markdown."""
+    print(f"| round | MACs (M) | params (k) | latency (ms) | {quality.split(':')[0]} vs teacher | layers cut | held back |")
+    print("|---|---|---|---|---|---|---|")
+    for r in table:
+        if r["round"] == "int8":
+            print(f"| int8 (onnxruntime) | | | {r['latency_ms']:.1f} (fp32 onnx {r['latency_fp32_onnx_ms']:.1f}) "
+                  f"| {r['psnr_vs_fp32']:.2f} dB vs fp32 | | |")
+            continue
+        cut = [n for n, v in r["layers"].items() if v.get("passed") or v.get("separable")]
+        held = ", ".join(r["held_back"][:6]) + (" ..." if len(r["held_back"]) > 6 else "")
+        print(f"| {r['round']} | {r['macs'] / 1e6:.2f} | {r['params'] / 1e3:.1f} | {r['latency_ms']:.1f} "
+              f"| {r['quality']:.3f} | {len(cut)} | {len(r['held_back'])} {held} |")
+
+
+def cmd_compress(args) -> None:
+    import json
+
+    from .compress import compress
+    from .data import prepare_output_file
+
+    prepare_output_file(args.output)
+    out, table = compress(args.checkpoint, args.output, ratio=args.ratio, rounds=args.rounds,
+                          round_steps=args.round_steps, quality=args.quality, target_macs=args.target_macs,
+                          importance=args.importance, separable=args.separable, int8=args.int8,
+                          int8_min_psnr=args.int8_min_psnr, overrides=args.overrides, device=args.device)
+    print_compress_table(table, args.quality)
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=1, default=str))
+    print(f"wrote {out}")
+
+
 def _blend_weights(args) -> tuple:
     """``--blend A`` or ``--blend-rgb a,b,c`` -> (A,) or (a, b, c)."""
     if args.blend is not None and args.blend_rgb is not None:
@@ -445,6 +477,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest accepted |onnxruntime - torch| on the check inputs (default 1e-3)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compress", help="make a generator smaller and faster: pruning in rounds, separable, int8")
+    p.add_argument("checkpoint", metavar="CKPT", help="a .safetensors checkpoint written by imtranslate train")
+    p.add_argument("-o", "--output", required=True, metavar="SMALL.safetensors", help="the checkpoint to write")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides for the training / held-out data (e.g. data.root=FOLDER)")
+    p.add_argument("--ratio", type=float, default=0.25, help="share of each layer's channels cut per round (0.25)")
+    p.add_argument("--rounds", type=int, default=3, help="pruning rounds (3; 0 = none)")
+    p.add_argument("--round-steps", type=int, default=50, help="fine-tuning steps after each round's cut (50)")
+    p.add_argument("--quality", default="psnr:30",
+                   help="quality index against the unpruned net on held-out inputs: psnr:DB, ssim:X or l1:X")
+    p.add_argument("--target-macs", type=float, default=0, help="stop once the MACs are at most this (0 = no target)")
+    p.add_argument("--importance", default="l2", choices=["l2", "activation", "bn"],
+                   help="channel ranking: filter L2 norm (default), mean activation, or batch-norm scale")
+    p.add_argument("--separable", action="store_true", help="then make k x k convs depthwise + pointwise, distilled")
+    p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (static int8, onnxruntime)")
+    p.add_argument("--int8-min-psnr", type=float, default=30.0,
+                   help="tolerance: the int8 output's PSNR against the fp32 export, in dB (30)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--json", default=None, help="write the per-round table here")
+    p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("stylize", help="style transfer by style swap (SPEC S3), blended with the content per channel")
     p.add_argument("contents", nargs="+", metavar="CONTENT", help="content pictures: files, folders or globs")

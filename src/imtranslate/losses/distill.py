@@ -140,6 +140,16 @@ def feature_layers(net: nn.Module, n: int = 4) -> list[str]:
 
 
 def layer_channels(net: nn.Module, names: Sequence[str]) -> list[int]:
-    """Output channels of the named conv layers (what :class:`DistillLoss` needs)."""
+    """Output channels of the named conv layers (what :class:`DistillLoss` needs); a module made
+    of convs (e.g. a separable pair) gives its last conv's."""
     modules = dict(net.named_modules())
-    return [int(modules[n].out_channels) for n in names]
+    out = []
+    for n in names:
+        m = modules[n]
+        if not hasattr(m, "out_channels"):
+            convs = [c for c in m.modules() if isinstance(c, (nn.Conv2d, nn.ConvTranspose2d))]
+            if not convs:
+                raise ValueError(f"layer_channels: {n!r} holds no convolution")
+            m = convs[-1]
+        out.append(int(m.out_channels))
+    return out

@@ -22,7 +22,11 @@ def register_net(name: str):
 
 
 def build_net(name: str, **kwargs) -> nn.Module:
-    """Build the net registered as ``name`` with constructor keyword arguments ``kwargs``."""
+    """Build the net registered as ``name`` with constructor keyword arguments ``kwargs``.
+
+    ``surgery`` (not a constructor argument) rebuilds a compressed net: the default net is built,
+    then pruned widths / separable convs are applied (:mod:`imtranslate.nets.surgery`)."""
+    surgery = kwargs.pop("surgery", None)
     if name not in NETS:
         raise ValueError(f"unknown net {name!r}; known nets: {', '.join(sorted(NETS))}")
     cls = NETS[name]
@@ -31,7 +35,13 @@ def build_net(name: str, **kwargs) -> nn.Module:
     except TypeError as e:
         accepted = ", ".join(inspect.signature(cls).parameters)
         raise ValueError(f"net {name!r}: {e}; it accepts: {accepted}") from None
-    return cls(**kwargs)
+    net = cls(**kwargs)
+    if surgery:
+        from .surgery import apply_surgery
+
+        apply_surgery(net, surgery)
+        net.config = {**net.config, "surgery": surgery}
+    return net
 
 
 def init_config(local_vars: dict) -> dict:

@@ -1,0 +1,262 @@
+"""Structural channel pruning of any generator, with Torch-Pruning's dependency graph.
+
+A *layer* here is one Torch-Pruning group: a conv whose output channels are cut, together with
+everything that must follow (the next convs' input channels, norm layers, the other side of a
+residual sum or of a concatenation). Convs tied by a residual sum form one layer with one ratio.
+Layers whose cut would change the net's output (the output head, a conv feeding a pixel
+shuffle or a global residual with the input picture) are found by trying a one-channel cut on
+a copy and are never cut; :func:`prunable_layers` lists what can be cut.
+
+Importance criterion (``importance=``):
+
+* ``"l2"`` (default) — the L2 norm of each channel's weights, summed over the whole group
+  (its filter, the norm's scale and the next layers' input slices): cheap and data-free.
+* ``"activation"`` — the mean absolute value of each channel's conv output on calibration
+  inputs (before a norm layer, which would erase it).
+* ``"bn"`` — the batch-norm scale |gamma| (nets with ``norm=batch`` only).
+
+docs/COMPRESS.md has the measurement that picked the default.
+"""
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..nets import build_net
+from ..nets.surgery import record_surgery
+
+IMPORTANCES = ("l2", "activation", "bn")
+
+
+def _tp():
+    import torch_pruning as tp  # imported here: it prints a deprecation warning at import time
+
+    return tp
+
+
+@dataclass
+class Layer:
+    """One prunable group: ``name`` its root conv, ``channels`` its current output width."""
+
+    name: str
+    channels: int
+    coupled: tuple[str, ...]  # every conv whose output channels this group cuts
+
+
+def _dead_convs(net: nn.Module, dg) -> list[str]:
+    """Convs the traced output does not depend on (e.g. the coarse output heads of a multi-scale
+    net, used only by its training losses)."""
+    return [n for m, n in _convs(net).items() if m not in dg.module2node]
+
+
+def _graph(net: nn.Module, example, fwd):
+    """Torch-Pruning's dependency graph of ``fwd(net, example)``. Convs off the output's path are
+    traced too, as extra outputs, so cutting the layers that feed them cuts their inputs as well
+    (measured: without this a multires net's decoder cut left its coarse heads one channel too wide)."""
+    tp = _tp()
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example, forward_fn=fwd, verbose=False)
+    dead = _dead_convs(net, dg)
+    if not dead:
+        return dg
+
+    def fwd_all(m, x):
+        got = []
+        mods = dict(m.named_modules())
+        hooks = [mods[n].register_forward_hook(lambda mod, a, out: got.append(out)) for n in dead]
+        try:
+            out = fwd(m, x)
+        finally:
+            for h in hooks:
+                h.remove()
+        return [out, *got]
+
+    dg = tp.DependencyGraph().build_dependency(net, example_inputs=example, forward_fn=fwd_all, verbose=False)
+    dg.dead_convs = dead
+    return dg
+
+
+def _convs(net: nn.Module) -> dict[nn.Module, str]:
+    return {m: n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))}
+
+
+def _groups(net: nn.Module, dg) -> list[tuple[str, nn.Module, tuple[str, ...]]]:
+    """(root name, root module, coupled conv names) for every group rooted at a conv."""
+    tp = _tp()
+    names = _convs(net)
+    out = []
+    for group in dg.get_all_groups(root_module_types=[nn.Conv2d, nn.ConvTranspose2d]):
+        root = group[0].dep.target.module
+        if root not in names or getattr(root, "groups", 1) != 1:
+            continue
+        coupled = tuple(sorted({names[d.target.module] for d, _ in group
+                                if d.target.module in names and d.handler in (tp.prune_conv_out_channels,)}))
+        out.append((names[root], root, coupled or (names[root],)))
+    return out
+
+
+def _touches_output(group, outputs) -> bool:
+    return any(d.target in outputs or d.source in outputs for d, _ in group)
+
+
+def _probe(net, example, fwd, ref, cuts) -> bool:
+    """Does cutting ``cuts`` on a copy keep the output shape (and run at all)?"""
+    trial = copy.deepcopy(net)
+    try:
+        prune_channels(trial, example, fwd, cuts)
+        with torch.no_grad():
+            return fwd(trial, example).shape == ref.shape
+    except Exception:  # noqa: BLE001 - a cut the graph cannot carry through
+        return False
+
+
+def prunable_layers(net: nn.Module, example, fwd) -> list[Layer]:
+    """Every group whose cut keeps the net's output shape.
+
+    Groups that reach a node of the traced graph without consumers (the output, and the heads of
+    branches traced as extra outputs) are left out. Then one copy with one channel cut from every
+    remaining group must run with the same output shape; if it does not (an operation the graph
+    does not model), each group is tried on its own copy and the failing ones are left out.
+    """
+    tp = _tp()
+    with torch.no_grad():
+        ref = fwd(net, example)
+    dg = _graph(net, example, fwd)
+    outputs = {node for node in dg.module2node.values() if not node.outputs}
+    dead = set(getattr(dg, "dead_convs", []))
+    layers = []
+    for name, root, coupled in _groups(net, dg):
+        if root.out_channels < 2 or dead & set(coupled):  # an output head of a branch
+            continue
+        group = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=[0])
+        if _touches_output(group, outputs):
+            continue
+        layers.append(Layer(name, int(root.out_channels), coupled))
+    if layers and not _probe(net, example, fwd, ref, {l.name: 1 for l in layers}):
+        layers = [l for l in layers if _probe(net, example, fwd, ref, {l.name: 1})]
+    return layers
+
+
+def _activation_scores(net: nn.Module, example, fwd, names) -> dict[str, torch.Tensor]:
+    modules = dict(net.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def f(mod, args, out):
+            v = out.detach().abs().float().mean(dim=(0, 2, 3))
+            sums[name] = sums.get(name, 0) + v
+        return f
+
+    hooks = [modules[n].register_forward_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            for x in (example if isinstance(example, list) and example and isinstance(example[0], tuple) else [example]):
+                fwd(net, x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sums
+
+
+def channel_scores(net: nn.Module, group, root_name: str, importance: str, acts=None) -> torch.Tensor:
+    """Per-output-channel importance of a group (higher = keep)."""
+    tp = _tp()
+    if importance == "activation":
+        return acts[root_name]
+    if importance == "bn":
+        imp = tp.importance.BNScaleImportance()
+        scores = imp(group)
+        if scores is not None:
+            return scores
+    if importance not in IMPORTANCES:
+        raise ValueError(f"unknown importance {importance!r}; choose one of {IMPORTANCES}")
+    return tp.importance.MagnitudeImportance(p=2, group_reduction="sum", normalizer=None)(group)
+
+
+def prune_channels(net: nn.Module, example, fwd, cuts: dict[str, int], importance: str = "l2",
+                   calibration=None) -> dict[str, int]:
+    """Remove ``cuts[name]`` output channels (the least important) of each named group, in place.
+
+    Returns the widths after the cut. The graph is rebuilt once per call; groups are cut one after
+    the other on it, as Torch-Pruning's own pruners do.
+    """
+    tp = _tp()
+    dg = _graph(net, example, fwd)
+    modules = dict(net.named_modules())
+    acts = _activation_scores(net, calibration if calibration is not None else example, fwd,
+                              [n for n in cuts]) if importance == "activation" else None
+    widths = {}
+    for name, n_cut in cuts.items():
+        root = modules[name]
+        n_cut = min(int(n_cut), root.out_channels - 1)
+        if n_cut <= 0:
+            widths[name] = root.out_channels
+            continue
+        group = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=list(range(root.out_channels)))
+        scores = channel_scores(net, group, name, importance, acts)
+        drop = torch.argsort(scores.float())[:n_cut].tolist()
+        group = dg.get_pruning_group(root, tp.prune_conv_out_channels, idxs=sorted(drop))
+        if not dg.check_pruning_group(group):
+            widths[name] = root.out_channels
+            continue
+        group.prune()
+        widths[name] = root.out_channels
+    return widths
+
+
+def mark_compressed(net: nn.Module, separable=None) -> nn.Module:
+    """Write the net's ``surgery`` into its config, so ``build_net(name, **net.config)`` (and so a
+    checkpoint) rebuilds it with these widths."""
+    base = {k: v for k, v in net.config.items() if k != "surgery"}
+    old = net.config.get("surgery") or {}
+    separable = list(old.get("separable", [])) if separable is None else list(separable)
+    default = build_net(net.net_name, **({"surgery": {"separable": separable}} if separable else {}), **base)
+    surgery = record_surgery(net, default, separable)
+    net.config = {**base, **({"surgery": surgery} if surgery else {})}
+    return net
+
+
+# ---- size and speed --------------------------------------------------------------------------------
+def count_macs(net: nn.Module, example, fwd) -> int:
+    """Multiply-adds of the convolutions and linear layers for one forward pass of ``example``."""
+    total = [0]
+
+    def hook(mod, args, out):
+        if isinstance(mod, nn.Conv2d):
+            total[0] += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.ConvTranspose2d):
+            x = args[0]
+            total[0] += x.numel() * (mod.out_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        elif isinstance(mod, nn.Linear):
+            total[0] += out.numel() * mod.in_features
+
+    hooks = [m.register_forward_hook(hook) for m in net.modules()
+             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            fwd(net, example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return int(total[0])
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def latency_ms(run, repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of ``run()`` in milliseconds over ``repeats`` calls (after ``warmup``)."""
+    with torch.no_grad():
+        for _ in range(warmup):
+            run()
+        times = []
+        for _ in range(max(1, repeats)):
+            t = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - t) * 1000)
+    return statistics.median(times)
