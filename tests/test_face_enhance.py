@@ -129,3 +129,21 @@ def test_cli_train_translate_eval(tmp_path, capsys):
     assert main(["eval", str(ckpt), str(faces)]) == 0
     out = capsys.readouterr().out
     assert "psnr" in out and "ssim" in out
+
+
+def test_a_pruning_round_shrinks_the_face_enhancer_and_keeps_it_runnable(tmp_path):
+    """Channel reduction in rounds is compress/rounds.py's (one implementation) on a faceenhance checkpoint."""
+    from imtranslate.checkpoint_file import load_generator
+    from imtranslate.compress import compress, count_params
+
+    full = train(load_config(None, tiny_overrides("faceenhance", tmp_path, steps=2)), run_dir=tmp_path / "run",
+                 log=lambda m: None)
+    ckpt = full / "checkpoints" / "last.safetensors"
+    out, table = compress(ckpt, tmp_path / "small.safetensors", ratio=0.25, rounds=1, round_steps=1,
+                          quality="psnr:0", latency_repeats=1, log=lambda m: None)
+    big, small = load_generator(ckpt).net, load_generator(out).net
+    assert count_params(small) < count_params(big) and table[-1]["macs"] < table[0]["macs"]
+    x = torch.rand(1, 3, 40, 36) * 2 - 1  # any size: padded to the multiple and cropped back
+    with torch.no_grad():
+        y = small(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
