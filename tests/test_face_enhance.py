@@ -128,7 +128,11 @@ def test_cli_train_translate_eval(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(ckpt), str(faces)]) == 0
     out = capsys.readouterr().out
-    assert "psnr" in out and "ssim" in out
+    assert "psnr" in out and "ssim" in out and "identity" in out  # the tiny config's random identity net
+    from imtranslate.evaluate import evaluate
+
+    res = evaluate(ckpt, faces, progress=False)
+    assert res["count"] == 2 and -1 <= res["metrics"]["identity"] <= 1
 
 
 def test_a_pruning_round_shrinks_the_face_enhancer_and_keeps_it_runnable(tmp_path):
