@@ -2,7 +2,7 @@
 held-out quality, and dynamic vs fixed degradation coefficients. A script, not a test.
 
     python benchmarks/face.py            # the full run (about 8 CPU minutes on a quiet machine)
-    python benchmarks/face.py --quick    # a smoke run (a minute): tiny training, 128^2 timing
+    python benchmarks/face.py --quick    # a smoke run (minutes): 8 training steps, 64^2 timing
 
 Tables printed:
 
@@ -177,7 +177,7 @@ def train_run(work: Path, name: str, steps: int, dynamic: bool, n_train: int) ->
     cfg = load_config(str(ROOT / "src/imtranslate/configs/faceenhance_synthetic.yaml"), [
         f"train.steps={steps}", f"model.dynamic={'true' if dynamic else 'false'}",
         f"model.adapt_every={max(1, steps // 12)}", f"data.synthetic.n_train={n_train}",
-        f"data.synthetic.root={work / 'faces'}", "train.tensorboard=false", "train.progress=false",
+        f"data.synthetic.root={work / 'faces'}", f"data.synthetic.n_val={8 if n_train < 64 else 32}", "train.tensorboard=false", "train.progress=false",
         "train.image_every=0", f"train.val_every={steps}", f"train.ckpt_every={steps}", "train.device=cpu",
         f"train.out_dir={work / 'runs'}"])
     return train(cfg, run_dir=work / name, log=lambda m: None)
@@ -216,7 +216,7 @@ def held_out(ckpt: Path) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny training, 128^2 timing")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 8 training steps, 64^2 timing")
     ap.add_argument("--steps", type=int, default=0, help="training steps per run (0: 1200, quick 40)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
@@ -226,9 +226,9 @@ def main(argv=None) -> None:
     if args.measure_one:
         print(json.dumps(measure_one(args.measure_one, args.ckpt, args.size, args.repeats)))
         return
-    steps = args.steps or (40 if args.quick else 1200)
-    size = 128 if args.quick else args.size
-    n_train = 32 if args.quick else 512
+    steps = args.steps or (8 if args.quick else 1200)
+    size = 64 if args.quick else args.size
+    n_train = 16 if args.quick else 512
     work = Path(tempfile.mkdtemp(prefix="imtranslate_face_bench_"))
     t0 = time.time()
     dyn = train_run(work, "dynamic", steps, True, n_train)
@@ -237,7 +237,7 @@ def main(argv=None) -> None:
     from imtranslate.compress import compress
 
     small, table = compress(ckpt, work / "pruned.safetensors", ratio=0.25, rounds=1 if args.quick else 3,
-                            round_steps=5 if args.quick else 50, quality="psnr:28", latency_repeats=1,
+                            round_steps=2 if args.quick else 50, quality="psnr:28", latency_repeats=1,
                             log=lambda m: None)
     print(f"\n## Speed at {size}x{size} (batch 1, float32, CPU, median of {args.repeats})\n")
     print("| model | latency (s) | GMACs | params (M) | peak RSS (MB) |\n|---|---|---|---|---|")
