@@ -139,7 +139,7 @@ def measure_one(name: str, ckpt: str | None, size: int, repeats: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.manual_seed(0)
-    net = _build(name, ckpt, size)
+    net = _build(name, ckpt, size).requires_grad_(False)  # FlopCounterMode tracks modules by grad hooks
     x = torch.rand(1, 3, size, size) * 2 - 1
     params = sum(p.numel() for p in net.parameters())
     with torch.no_grad():
