@@ -27,7 +27,7 @@ TASKS = task_names()
 PAIRED_TASKS = ["multires", "pix2pix", "pix2pixhd"]
 ALL_TASKS = PAIRED_TASKS  # the older name, kept for the tests that import it
 #: tasks with a discriminator (their logs hold loss_G and loss_D)
-GAN_TASKS = ["multires", "pix2pix", "pix2pixhd", "stylesr"]
+GAN_TASKS = ["faceenhance", "multires", "pix2pix", "pix2pixhd", "stylesr"]
 
 # the smallest nets that still exercise every code path of each task
 TINY_MODEL = {
@@ -49,6 +49,9 @@ TINY_MODEL = {
                 "model.flow_downsampling=2", "model.flow_blocks=1", "model.ndf=4", "model.ndf_video=4",
                 "model.n_layers_d=1", "model.num_d=1", "model.num_d_video=1", "model.lambda_vgg=0",
                 "model.lambda_l1=1", "data.synthetic.input=contour"],
+    # face enhancement (tests/test_face*.py): tiny widths, a random identity net, adaptation every step
+    "faceenhance": ["model.widths=[4,8,8]", "model.latent_dim=8", "model.d_widths=[4,8]", "model.vgg_weights=random",
+                    "model.perceptual_layers=[relu1_1]", "model.identity=random", "model.adapt_every=1"],
 }
 
 
@@ -76,6 +79,9 @@ def _data_overrides(task: str, tmp_path) -> list[str]:
         _style_pictures(content / "val", 2, 2)
         _style_pictures(style, 3, 1)
         return ["data.dataset=unpaired", f"data.root={content}", f"data.style_root={style}", "data.crop_size=32"]
+    if task == "faceenhance":  # the built-in synthetic faces; the degraded input is made per batch
+        return ["data.dataset=synthetic_faces", f"data.synthetic.root={tmp_path / 'faces'}", "data.synthetic.n_train=8",
+                "data.synthetic.n_val=4", "data.synthetic.size=32", "data.crop_size=32"]
     if task == "stylesr":  # HR photos (the synthetic scenes' photos); the LR input is made per batch
         return ["data.dataset=photos", f"data.synthetic.root={tmp_path / 'synthetic'}", "data.synthetic.n_train=8",
                 "data.synthetic.n_val=4", "data.synthetic.size=48", "data.crop_size=32"]

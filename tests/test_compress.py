@@ -60,6 +60,7 @@ NETS = {  # task, extra overrides: every generator shape in the project
     "pix2pixhd": ("pix2pixhd", ["model.features=false", "data.use_instance=false"]),
     "multires": ("multires", []),
     "stylesr": ("stylesr", []),
+    "face_enhancer": ("faceenhance", []),
 }
 
 

@@ -124,6 +124,6 @@ def test_every_builtin_config_builds_its_task():
                 task = get_task(cfg.task)(cfg, "meta")
         assert task.generator_key in task.nets and task.optimizers
         built.append(path.stem)
-    assert built == sorted(["multires_synthetic", "pix2pix_facades", "pix2pix_synthetic", "pix2pixhd_labelmap",
-                            "pix2pixhd_synthetic", "stylesr_light_x4", "stylesr_sr_x4", "stylesr_style_x4",
-                            "vid2vid_synthetic"])
+    assert built == sorted(["faceenhance_synthetic", "multires_synthetic", "pix2pix_facades", "pix2pix_synthetic",
+                            "pix2pixhd_labelmap", "pix2pixhd_synthetic", "stylesr_light_x4", "stylesr_sr_x4",
+                            "stylesr_style_x4", "vid2vid_synthetic"])

@@ -39,6 +39,8 @@ TINY = {
     "stylesr": dict(in_channels=3, out_channels=3, scale=2, ngf=4, n_levels=3, n_blocks=1, separable=True),
     "vid2vid": dict(in_channels=3, out_channels=2, ngf=4, n_downsampling=2, n_blocks=1, flow_ngf=4,
                     flow_downsampling=2, flow_blocks=1),
+    "face_enhancer": dict(in_channels=3, out_channels=3, widths=[4, 6, 5], dec_widths=[3, 5, 7], latent_dim=8),
+    "face_discriminator": dict(in_channels=3, widths=[4, 6]),
 }
 
 
@@ -97,6 +99,8 @@ def expected_shapes(name: str, net, size) -> list[tuple] | None:
         return [(B, cfg["out_channels"], h, w)]
     if name == "pix2pixhd_encoder":
         return [(B, cfg["feat_channels"], h, w)]
+    if name == "face_enhancer":
+        return [(B, cfg["out_channels"], h, w)]
     if name == "stylesr":  # scale x the input, exactly
         return [(B, cfg["out_channels"], cfg["scale"] * h, cfg["scale"] * w)]
     if name == "pix2pixhd":

@@ -9,6 +9,7 @@
     imtranslate data pairs SRC DST --kind contours     make training pairs from photographs
     imtranslate data synthetic DST                     write the built-in synthetic scenes
     imtranslate data synthetic-video DST               animated synthetic clips with exact flow (frames + mp4)
+    imtranslate data synthetic-faces DST               write the built-in synthetic faces (labels, landmarks)
     imtranslate data check [CONFIG.yaml] [key=value]   run every dataset check, train nothing
     imtranslate export CKPT --onnx OUT.onnx            ONNX with dynamic sizes, checked against onnxruntime
     imtranslate stylize CONTENT... --style S --inverse CKPT -o OUT   style swap + per-channel blend (--blend-rgb)
@@ -157,7 +158,8 @@ def cmd_data(args) -> None:
     from . import data
 
     if args.data_cmd == "pairs":
-        n = data.make_pairs(args.src, args.dst, args.kind, size=args.size, scale=args.scale, seed=args.seed)
+        n = data.make_pairs(args.src, args.dst, args.kind, size=args.size, scale=args.scale, seed=args.seed,
+                            degradations=args.degradations)
         print(f"wrote {n} pair(s) to {args.dst}/A and {args.dst}/B")
     elif args.data_cmd == "synthetic":
         root = data.generate_synthetic(args.dst, n_train=args.n_train, n_val=args.n_val, size=args.size,
@@ -171,6 +173,11 @@ def cmd_data(args) -> None:
                                         light=args.light, cut_every=args.cut_every, videos=not args.no_video)
         print(f"synthetic clips in {root} (train/ and val/: label/ contour/ photo/ frame folders per clip, "
               f"flow/ exact flow and occlusion masks" + ("" if args.no_video else ", video/ contour and photo mp4") + ")")
+    elif args.data_cmd == "synthetic-faces":
+        from .data.synthetic_faces import write_synthetic_faces
+
+        root = write_synthetic_faces(args.dst, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed)
+        print(f"synthetic faces in {root} (train/ and val/, each with image/ label/ landmarks.json)")
     elif args.data_cmd == "check":
         from .tasks import load_config
 
@@ -446,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--kind", required=True, choices=["contours", "grey", "downscale", "degrade"])
     q.add_argument("--size", type=int, default=0, help="resize the shorter side to this first (0 = keep)")
     q.add_argument("--scale", type=int, default=4, help="downscale factor for --kind downscale")
+    q.add_argument("--degradations", default="",
+                   help="--kind degrade: the pipeline, type:coefficient[:kernel],... in order (docs/FACE.md); "
+                        "default gaussian_blur:0.3,downscale:0.3,gaussian_noise:0.2,jpeg:0.4")
     q.add_argument("--seed", type=int, default=0)
     q = dsub.add_parser("synthetic", help="write the built-in synthetic scenes to a folder")
     q.add_argument("dst")
@@ -466,6 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--light", type=float, default=0.05, help="amplitude of the slow light change")
     q.add_argument("--cut-every", type=int, default=0, help="cut to a new scene every N frames (0 = never)")
     q.add_argument("--no-video", action="store_true", help="frame folders only, no mp4 files")
+    q = dsub.add_parser("synthetic-faces", help="write the built-in synthetic faces (parsing labels, 5 landmarks)")
+    q.add_argument("dst")
+    q.add_argument("--n-train", type=int, default=512)
+    q.add_argument("--n-val", type=int, default=64)
+    q.add_argument("--size", type=int, default=128)
+    q.add_argument("--seed", type=int, default=0)
     q = dsub.add_parser("check", help="run every dataset check of a config and stop")
     q.add_argument("items", nargs="*", metavar="[CONFIG] [key=value]")
     p.set_defaults(func=cmd_data)

@@ -32,7 +32,9 @@ from .errors import ConfigError
 #: every kind of dataset ``data.dataset`` may name (the one list; data/ and the checks use it)
 #: ``photos``: one folder of photographs, each item its own input and target (tasks that make the
 #: input from the target, e.g. super-resolution); no ``data.root`` = the synthetic scenes' photos
-DatasetKind = Literal["synthetic", "folders", "aligned", "labelmap", "unpaired", "photos"]
+#: ``synthetic_faces``: the built-in rendered faces (data/synthetic_faces.py) as ``photos``, sized
+#: by ``data.synthetic`` (n_train, n_val, size, seed, root)
+DatasetKind = Literal["synthetic", "folders", "aligned", "labelmap", "unpaired", "photos", "synthetic_faces"]
 DATASET_KINDS: tuple[str, ...] = typing.get_args(DatasetKind)
 #: dataset kinds read from a user's folder (``data.root`` required)
 FOLDER_DATASETS = ("folders", "aligned", "labelmap", "unpaired")
@@ -58,7 +60,7 @@ class SyntheticConfig:
 class DataConfig:
     """Where training pairs come from and how they are prepared."""
 
-    dataset: DatasetKind = "synthetic"  # synthetic | folders | aligned | labelmap | unpaired | photos
+    dataset: DatasetKind = "synthetic"  # synthetic | folders | aligned | labelmap | unpaired | photos | synthetic_faces
     root: str = ""  # dataset folder; must hold train/ (and optionally val/) or A/ and B/ directly
     style_root: str = ""  # unpaired (style transfer): folder of style pictures; root = content pictures
     a_dir: str = "A"  # sub-folder of inputs (folders / labelmap)

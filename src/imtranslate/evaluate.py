@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import torch
 from torch.utils.data import DataLoader
 
 from .data import build_dataset, check_dataset
@@ -29,6 +30,8 @@ def eval_data_config(data_cfg, root):
         d.a_dir, d.b_dir = ("label" if label else "contour"), "photo"
         d.inst_dir = "instance" if label else ""
         d.n_classes = d.synthetic.n_classes
+    if d.dataset == "synthetic_faces":  # any folder of face crops, each its own target
+        d.dataset = "photos"
     d.root = str(root)
     d.val_root = str(root)
     d.crop_size = 0
@@ -63,6 +66,18 @@ def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1
     fid_path, lpips_path = weights_or_skip("fid", fid_weights), weights_or_skip("lpips", lpips_weights)
     fid_meter = None
     lpips_sum, n = 0.0, 0
+    recog, id_sum = None, 0.0
+    id_spec = getattr(pred.cfg.model, "identity", None)  # face tasks: identity similarity with an identity net
+    if id_spec is not None:
+        if id_spec == "off":
+            skipped["identity"] = "model.identity=off (give model.identity=PATH or place the arcface weights)"
+        else:
+            from .nets.face_recog import load_identity_net
+
+            try:
+                recog = load_identity_net(id_spec, pred.device)
+            except WeightsMissingError as e:
+                skipped["identity"] = str(e)
     from tqdm import tqdm
 
     for batch in tqdm(loader, disable=not progress, desc="eval", unit="batch"):
@@ -83,8 +98,15 @@ def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1
                 lpips_sum += float(metrics.lpips(out, target, weights=lpips_path).sum())
             except WeightsMissingError as e:
                 lpips_path, skipped["lpips"] = None, str(e)
+        if recog is not None:
+            from .losses.identity import identity_similarity
+
+            with torch.no_grad():
+                id_sum += float(identity_similarity(recog(out), recog(target)).sum())
         n += out.shape[0]
     res = dict(acc.compute())
+    if recog is not None and n:
+        res["identity"] = id_sum / n
     if lpips_path is not None and n:
         res["lpips"] = lpips_sum / n
     if fid_meter is not None:

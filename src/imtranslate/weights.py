@@ -19,7 +19,7 @@ loading), anything else with ``torch.load(..., weights_only=True)`` (tensors onl
 ``imtranslate weights`` prints :func:`status` for every network.
 
 The loaders live with their networks (``nets/vgg.py``, ``metrics.py``, ``infer/flow.py``); the
-face detector, face parser and identity net are registered here ahead of theirs.
+face detector and face parser are registered here ahead of theirs.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ NETWORKS: dict[str, Network] = {n.name: n for n in (
             _torchvision("raft_small_C_T_V2-01064c6d.pth") + " (torchvision Raft_Small_Weights.C_T_V2)",
             "--raft-weights PATH (with --flow raft-small)", "imtranslate video --flow raft / raft-small",
             hint="--flow dis-fast or dis-medium runs without any weights.", loader="imtranslate.infer.flow.RAFTFlow"),
-    # The face networks below have no loader yet; their files are registered so `imtranslate weights`
+    # The face detector and parser below have no loader yet; their files are registered so `imtranslate weights`
     # already tells a user what to place where.
     *(Network(f"mtcnn_{k}", f"MTCNN {k[0].upper()}-Net face detector stage", (f"mtcnn_{k}.safetensors", f"{k}.pt"),
               f"MTCNN (Zhang et al. 2016) {k[0].upper()}-Net weights, e.g. facenet-pytorch's data/{k}.pt",
@@ -96,7 +96,9 @@ NETWORKS: dict[str, Network] = {n.name: n for n in (
             "face-parsing.PyTorch (zllrunning) 79999_iter.pth", "(loader not written yet)", "face parsing (coming)"),
     Network("arcface", "ArcFace IResNet-50 identity net", ("arcface_iresnet50.safetensors", "arcface_iresnet50.pth"),
             "insightface arcface_torch IResNet-50 backbone.pth (e.g. ms1mv3_arcface_r50), renamed",
-            "(loader not written yet)", "identity loss (coming)"),
+            "model.identity=PATH (faceenhance; off = no identity loss)", "faceenhance identity loss, eval identity",
+            random_ok=True, loader="imtranslate.nets.face_recog.load_identity_net",
+            hint="Or train without it: model.identity=off."),
 )}
 
 

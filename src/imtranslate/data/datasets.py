@@ -375,6 +375,18 @@ def prepare_synthetic(data_cfg) -> Path:
     return generate_synthetic(synthetic_root(data_cfg), s.n_train, s.n_val, s.size, s.n_classes, s.seed)
 
 
+def synthetic_faces_root(data_cfg) -> Path:
+    """Folder of the synthetic faces (``data.dataset=synthetic_faces``): ``data.synthetic.root``,
+    or a cache folder keyed by the parameters (``~/.cache/imtranslate/synthetic_faces/<hash>``)."""
+    from .synthetic_faces import SYNTHETIC_FACES_VERSION
+
+    s = data_cfg.synthetic
+    if s.root:
+        return Path(s.root)
+    key = json.dumps([SYNTHETIC_FACES_VERSION, s.n_train, s.n_val, s.size, s.seed])
+    return _cache_home() / "synthetic_faces" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def holdout_split(records: Sequence[PairRecord], fraction: float) -> tuple[list, list]:
     """Deterministic train/val split of ``records`` (seeded by the list of names).
 
@@ -401,7 +413,7 @@ def scan_photos(folder) -> list[PairRecord]:
 
 
 def _scan(data_cfg, folder: Path) -> list[PairRecord]:
-    if data_cfg.dataset == "photos":
+    if data_cfg.dataset in ("photos", "synthetic_faces"):
         return scan_photos(folder)
     if data_cfg.dataset == "aligned":
         return scan_aligned(folder)
@@ -428,6 +440,15 @@ def split_records(data_cfg) -> dict:
         val = scan_photos(root / "val" / "photo") if data_cfg.synthetic.n_val > 0 else []
         return {"train": train, "val": val, "val_source": "folder" if val else "none",
                 "folders": [root / "train" / "photo", root / "val" / "photo"]}
+    if data_cfg.dataset == "synthetic_faces":  # rendered face crops, each its own input and target
+        from .synthetic_faces import write_synthetic_faces
+
+        s = data_cfg.synthetic
+        root = write_synthetic_faces(synthetic_faces_root(data_cfg), s.n_train, s.n_val, s.size, s.seed)
+        train = scan_photos(root / "train" / "image")
+        val = scan_photos(root / "val" / "image") if s.n_val > 0 else []
+        return {"train": train, "val": val, "val_source": "folder" if val else "none",
+                "folders": [root / "train" / "image", root / "val" / "image"]}
     if data_cfg.dataset == "synthetic":
         root = prepare_synthetic(data_cfg)
         train = _scan(data_cfg, root / "train")

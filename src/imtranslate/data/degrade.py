@@ -10,11 +10,12 @@ The classic degradation model of super-resolution, in this order::
 * ``noise``: Gaussian, ``std`` in 0..255 grey levels drawn per picture (0 = none);
 * ``jpeg``: a JPEG round trip at a quality drawn per picture (Pillow's codec).
 
-These are torch versions of what :func:`imtranslate.data.pairs.degrade` does to one numpy
-picture: one batched pass on the device the model trains on (blur and downscale are grouped
-convolutions, no uint8 round trip except for JPEG), applied to the exact crop the losses see, so
-every epoch gets fresh strengths without writing files. ``pairs.degrade`` blurs and adds noise at
-a single resolution; here the blur acts before the downscale and the noise after it.
+The primitives are those of :mod:`imtranslate.data.degradations` (the typed, coefficient-driven
+pipeline of face enhancement and ``data pairs --kind degrade``); this module fixes their order
+and draws their strengths from ranges, as stylesr's config states them: one batched pass on
+the device the model trains on (blur and downscale are grouped convolutions, no uint8 round
+trip except for JPEG), applied to the exact crop the losses see, so every epoch gets fresh
+strengths without writing files.
 
 Each picture's strengths (and its noise) come from its own seed (``batch["seed"]``, added by
 :class:`SeededItems`): a function of ``(seed, epoch, index)`` in training and fixed for held-out
@@ -22,14 +23,15 @@ items, so runs are reproducible with any number of DataLoader workers and resume
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+# the one implementation of each degradation (data/degradations.py); re-exported for stylesr's callers
+from .degradations import downscale, gaussian_blur, jpeg_roundtrip, upscale_bicubic  # noqa: F401
 
 DownscaleMethod = Literal["bicubic", "area"]
 
@@ -53,64 +55,6 @@ class Degradation:
             raise ValueError(f"JPEG quality range must lie in 1..100, got {self.jpeg}")
         if self.scale < 1:
             raise ValueError(f"scale must be >= 1, got {self.scale}")
-
-
-def downscale(x: torch.Tensor, scale: int, method: str = "bicubic") -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, H / scale, W / scale); H and W must be multiples of ``scale``."""
-    h, w = x.shape[-2:]
-    if h % scale or w % scale:
-        raise ValueError(f"a {h}x{w} picture cannot be downscaled by exactly {scale}")
-    if scale == 1:
-        return x
-    if method == "area":
-        return F.avg_pool2d(x, scale)
-    if method == "bicubic":
-        return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", align_corners=False,
-                             antialias=True).clamp(-1, 1)
-    raise ValueError(f"unknown downscale method {method!r}; choose bicubic or area")
-
-
-def upscale_bicubic(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """The bicubic baseline: (B, C, H, W) -> (B, C, scale * H, scale * W), clamped to [-1, 1]."""
-    return F.interpolate(x, scale_factor=scale, mode="bicubic", align_corners=False).clamp(-1, 1)
-
-
-def gaussian_blur(x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """Blur picture ``i`` of ``x`` (B, C, H, W) with a Gaussian of std ``sigmas[i]`` (0 = untouched).
-
-    One separable, grouped convolution for the whole batch (reflection at the borders).
-    """
-    b, c, h, w = x.shape
-    smax = float(sigmas.max()) if sigmas.numel() else 0.0
-    if smax <= 0:
-        return x
-    r = min(max(1, math.ceil(3 * smax)), (min(h, w) - 1))
-    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-    s = sigmas.to(x).clamp_min(1e-6)[:, None]
-    k = torch.exp(-0.5 * (t[None] / s) ** 2)  # (B, 2r + 1)
-    k = k / k.sum(1, keepdim=True)
-    k = torch.where(sigmas.to(x.device)[:, None] > 0, k, (t[None] == 0).to(x))  # sigma 0: identity taps
-    k = k.repeat_interleave(c, 0)  # one kernel per (picture, channel)
-    y = F.pad(x.reshape(1, b * c, h, w), (r, r, r, r), mode="reflect")
-    y = F.conv2d(y, k[:, None, None, :], groups=b * c)  # along W
-    y = F.conv2d(y, k[:, None, :, None], groups=b * c)  # along H
-    return y.reshape(b, c, h, w)
-
-
-def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
-    """One picture (C, H, W) in [-1, 1] through JPEG at ``quality`` and back (Pillow's codec, as
-    :func:`imtranslate.data.pairs.degrade` uses)."""
-    import io
-
-    from PIL import Image
-
-    u8 = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buf = io.BytesIO()
-    Image.fromarray(u8).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as jpeg:
-        back = torch.from_numpy(np.asarray(jpeg.convert("RGB")).copy()).permute(2, 0, 1)
-    return (back.float() / 127.5 - 1.0).to(x)
 
 
 def _uniform(g: torch.Generator, lo: float, hi: float) -> float:

@@ -7,14 +7,14 @@
 * ``grey``      — greyscale -> colour (colourisation);
 * ``downscale`` — bicubic downscale by ``scale`` and back up to the same size -> photo
   (super-resolution posed as same-size translation);
-* ``degrade``   — blur + noise + JPEG artefacts with seeded random strengths -> photo
-  (restoration).
+* ``degrade``   — the degradation pipeline of :mod:`imtranslate.data.degradations` (default:
+  Gaussian blur, downscale, noise, JPEG; any other with ``degradations="type:coef,..."``)
+  with seeded strengths -> photo (restoration, face enhancement's fixed evaluation pairs).
 
 PNG is always written so the inputs carry no extra compression artefacts.
 """
 from __future__ import annotations
 
-import io as _io
 import json
 import warnings
 import zlib
@@ -22,10 +22,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
 from ..errors import DataError
+from .degradations import DEFAULT_FACE_PIPELINE, apply_pipeline, parse_pipeline
 from .io import list_images, prepare_output_dir, read_image, write_image
 from .transforms import resized_shape
 
@@ -64,23 +66,18 @@ def downscale_upscale(img: np.ndarray, scale: int) -> np.ndarray:
     return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC))
 
 
-def degrade(img: np.ndarray, rng: np.random.Generator, blur=(0.3, 2.0), noise=(2.0, 12.0), quality=(20, 70)) -> tuple[np.ndarray, dict]:
-    """Gaussian blur, Gaussian noise and JPEG compression with strengths drawn from ``rng``.
+def degrade(img: np.ndarray, seed: int, steps=None) -> tuple[np.ndarray, dict]:
+    """RGB ``uint8`` photo -> its degraded copy by the pipeline ``steps`` (default
+    :data:`~imtranslate.data.degradations.DEFAULT_FACE_PIPELINE`: blur, downscale, noise,
+    JPEG, scaled back to the photo's size), each strength drawn from ``seed``.
 
-    Returns the degraded image and the strengths used (sigma, noise std in 0..255, quality).
+    The one implementation of :mod:`imtranslate.data.degradations`; returns the image and each
+    step's physical parameter (sigma, factor, noise std in 0..255, JPEG quality, ...).
     """
-    sigma = float(rng.uniform(*blur))
-    std = float(rng.uniform(*noise))
-    q = int(rng.integers(quality[0], quality[1] + 1))
-    out = cv2.GaussianBlur(img.astype(np.float32), (0, 0), sigma)
-    out = out + rng.normal(0.0, std, out.shape).astype(np.float32)
-    out = np.clip(out, 0, 255).round().astype(np.uint8)
-    buf = _io.BytesIO()
-    Image.fromarray(out).save(buf, format="JPEG", quality=q)
-    buf.seek(0)
-    with Image.open(buf) as jpeg:
-        out = np.asarray(jpeg.convert("RGB"))
-    return out, {"blur_sigma": sigma, "noise_std": std, "jpeg_quality": q}
+    x = torch.from_numpy(np.array(img, copy=True)).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    y, strengths = apply_pipeline(x, torch.tensor([seed]), steps or DEFAULT_FACE_PIPELINE, return_strengths=True)
+    out = ((y[0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return out, strengths[0]
 
 
 def make_pairs(
@@ -91,6 +88,7 @@ def make_pairs(
     size: int = 0,
     scale: int = 4,
     seed: int = 0,
+    degradations: str = "",
     recursive: bool = False,
     skip_bad: bool = False,
     progress: bool = True,
@@ -106,6 +104,8 @@ def make_pairs(
         scale: downscale factor for ``downscale``.
         seed: seed of the ``degrade`` strengths (each file's strengths depend only on the seed
             and its name, not on the order or number of files).
+        degradations: ``degrade``'s pipeline, ``"type:coefficient[:kernel],..."`` in order
+            (see :mod:`imtranslate.data.degradations`); "" = the default face pipeline.
         recursive: also read sub-folders (output names join the sub-folders with ``__``).
         skip_bad: warn and skip unreadable files instead of raising DataError.
         progress: show a tqdm progress bar.
@@ -114,6 +114,7 @@ def make_pairs(
         raise ValueError(f"unknown pair kind {kind!r}; choose one of {', '.join(PAIR_KINDS)}")
     if scale < 2 and kind == "downscale":
         raise ValueError(f"downscale needs scale >= 2, got {scale}")
+    steps = parse_pipeline(degradations) if degradations else DEFAULT_FACE_PIPELINE
     src, dst = Path(src_folder), Path(dst_folder)
     files = list_images(src, recursive=recursive)
     if not files:
@@ -139,8 +140,7 @@ def make_pairs(
             a = downscale_upscale(photo, scale)
         else:
             # Per-file stream keyed by the name: adding files never changes the others.
-            rng = np.random.default_rng([seed & 0xFFFFFFFF, zlib.crc32(name.encode())])
-            a, params[name] = degrade(photo, rng)
+            a, params[name] = degrade(photo, (seed & 0x7FFFFFFF) << 32 | zlib.crc32(name.encode()), steps)
         write_image(dst / "A" / f"{name}.png", a)
         write_image(dst / "B" / f"{name}.png", photo)
         written += 1
@@ -148,5 +148,6 @@ def make_pairs(
             "pairs": written, "skipped": skipped}
     if params:
         meta["degrade"] = params
+        meta["degradations"] = [[s.type, s.coefficient, s.kernel] for s in steps]
     (dst / "pairs.json").write_text(json.dumps(meta, indent=2))
     return written

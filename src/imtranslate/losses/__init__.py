@@ -11,11 +11,13 @@
   :func:`flow_loss` — masked L1 between flows (vid2vid).
 * :class:`DistillLoss`, :func:`output_distill`, :func:`feature_distill`, :class:`FeatureTaps` —
   output + intermediate-feature distillation from a teacher (1x1 adapters where widths differ).
+* :func:`identity_loss` — ``1 - cos`` of a face-recognition net's embeddings (enhanced vs real).
 """
 from __future__ import annotations
 
 from .distill import DistillLoss, FeatureTaps, feature_distill, feature_layers, layer_channels, output_distill
 from .feature_matching import feature_matching_loss
+from .identity import identity_loss, identity_similarity
 from .gan import GAN_MODES, GanMode, GANLoss
 from .perceptual import VGGLoss, gram_matrix, perceptual_loss, style_loss
 from .pixel import l1_loss, pyramid_l1
@@ -25,5 +27,6 @@ from .tv import tv_loss
 __all__ = [
     "GANLoss", "GAN_MODES", "GanMode", "feature_matching_loss", "l1_loss", "pyramid_l1",
     "VGGLoss", "gram_matrix", "perceptual_loss", "style_loss", "tv_loss", "temporal_loss", "flow_loss",
+    "identity_loss", "identity_similarity",
     "DistillLoss", "FeatureTaps", "feature_distill", "feature_layers", "layer_channels", "output_distill",
 ]

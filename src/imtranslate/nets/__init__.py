@@ -16,6 +16,8 @@ discriminators return ``list[list[Tensor]]`` (scales x layer outputs, logits las
 * ``multiscale``: :class:`MultiScaleDiscriminator`, pix2pixHD's multi-scale PatchGANs
 * ``stylesr``: :class:`StyleSRNet`, stylise + super-resolve in one pass (SPEC S4), x2 / x4
 * ``vid2vid``: :class:`Vid2VidGenerator`, one step of vid2vid's sequential generator (flow, mask, hallucination)
+* ``face_enhancer``: :class:`FaceEnhancer`, encoder + mapping network + modulated-conv decoder
+  (SPEC S5); ``face_discriminator``: :class:`FaceDiscriminator`
 * ``style_inverse``: :class:`InverseNet`, style swap's decoder from VGG features (SPEC S3;
   the swap itself is pure functions in ``nets/style_swap.py``)
 
@@ -25,6 +27,7 @@ trained, so checkpoints need not hold it.
 from __future__ import annotations
 
 from .discriminators import MultiScaleDiscriminator, PatchDiscriminator
+from .face_enhancer import FaceDiscriminator, FaceEnhancer
 from .inverse import InverseNet
 from ..ops import crop_to, pad_to_multiple
 from .layers import downsample_avg
@@ -38,6 +41,7 @@ from .vid2vid import Vid2VidGenerator
 from .vgg import VGG19Features, resolve_vgg_weights
 
 __all__ = [
+    "FaceEnhancer", "FaceDiscriminator",
     "NETS", "build_net", "register_net",
     "UNetGenerator", "ResNetGenerator", "Vid2VidGenerator", "Pix2PixHDGenerator", "InstanceFeatureEncoder", "MultiResGenerator", "StyleSRNet",
     "PatchDiscriminator", "MultiScaleDiscriminator", "InverseNet", "VGG19Features", "resolve_vgg_weights",

@@ -1,0 +1,153 @@
+"""Face enhancement: generator shapes, identity / distillation losses, dynamic degradation,
+coefficients across resume, and the CLI train -> translate -> eval (tiny, CPU, seconds)."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from conftest import tiny_overrides
+from imtranslate.nets import build_net
+from imtranslate.tasks import load_config
+from imtranslate.tasks import faceenhance as fe
+from imtranslate.train.checkpoint import read_meta
+from imtranslate.train.loop import train
+from imtranslate.train.stepping import build_task
+
+
+@pytest.mark.parametrize("size", [128, 256])
+def test_generator_shapes_and_odd_widths(size):
+    G = build_net("face_enhancer", widths=[3, 5, 7, 5, 9], dec_widths=[5, 3, 9, 7, 3], latent_dim=6).eval()
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        y = G(x)
+        feats, w = G.encode(x)
+    assert y.shape == x.shape and y.abs().max() <= 1 and torch.isfinite(y).all()
+    assert [f.shape[1] for f in feats] == [3, 5, 7, 5, 9] and [f.shape[-1] for f in feats] == [size >> i for i in range(5)]
+    assert w.shape == (1, 6)  # the attribute vector of the mapping network
+    assert G.feature_channels() == [7, 9, 3, 5]  # decoder levels coarse to fine, dec_widths[3..0]
+    D = build_net("face_discriminator", widths=[3, 5, 7])
+    out = D(y)
+    assert len(out) == 1 and out[0][-1].shape == (1, 1, size // 8, size // 8) and len(out[0]) == 4
+
+
+def test_identity_and_distillation_zero_for_identical_inputs():
+    from imtranslate.losses import DistillLoss, FeatureTaps, identity_loss
+    from imtranslate.nets.face_recog import load_identity_net
+
+    R = load_identity_net("random")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert float(identity_loss(R, x, x)) == pytest.approx(0.0, abs=1e-6)
+    assert float(identity_loss(R, x, torch.flip(x, (2,)))) > 1e-4  # and it sees a different face
+    G = build_net("face_enhancer", widths=[4, 6, 8], latent_dim=8)
+    T = build_net("face_enhancer", **G.config)
+    T.load_state_dict(G.state_dict())
+    with FeatureTaps(G, G.feature_names()) as tg, FeatureTaps(T, T.feature_names()) as tt:
+        loss = DistillLoss(G.feature_channels(), T.feature_channels())(G(x), T(x), tg.take(), tt.take())
+    assert float(loss.detach()) == 0.0
+
+
+def test_identity_net_missing_says_what_to_provide(tmp_path, monkeypatch):
+    from imtranslate.errors import WeightsMissingError
+    from imtranslate.nets.face_recog import IResNet, load_identity_net
+
+    monkeypatch.setenv("IMTRANSLATE_WEIGHTS", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(WeightsMissingError, match=r"arcface_iresnet50\.safetensors.*|model.identity"):
+        load_identity_net("arcface")
+    # a user's file (IResNet layout, here tiny) loads through the weights module, .pth without pickle
+    net = IResNet(layers=(1, 2, 1, 1), widths=(8, 8, 16, 16), embedding=16, stem=8)
+    torch.save(net.state_dict(), tmp_path / "r.pth")
+    loaded = load_identity_net(str(tmp_path / "r.pth"))
+    x = torch.rand(1, 3, 112, 112)
+    net.eval()
+    assert torch.allclose(loaded(x), net(x))
+
+
+def test_augmentation_factor_moves_coefficients_the_documented_way():
+    # D: degraded -1, real +1; enhanced near real -> factor ~1 (too easy: raise), near degraded -> lower
+    assert fe.augmentation_factor(-1.0, 1.0, 0.9) == pytest.approx(0.95)
+    assert fe.augmentation_factor(-1.0, 1.0, -0.9) == pytest.approx(0.05)
+    assert fe.augmentation_factor(0.5, 0.5, 3.0) == 0.0  # D sees no difference: no signal
+    band = [0.3, 0.7]
+    assert fe.adapt_coefficients([0.2, 0.5], 0.95, band, 0.1, 0.0, 1.0) == pytest.approx([0.3, 0.6])
+    assert fe.adapt_coefficients([0.2, 0.5], 0.05, band, 0.1, 0.0, 1.0) == pytest.approx([0.1, 0.4])
+    assert fe.adapt_coefficients([0.2, 0.5], 0.5, band, 0.1, 0.0, 1.0) == [0.2, 0.5]
+    assert fe.adapt_coefficients([0.98, 0.02], 0.9, band, 0.1, 0.05, 1.0) == pytest.approx([1.0, 0.12])
+
+
+def test_task_adapts_from_crafted_discriminator_outputs(tmp_path, monkeypatch):
+    cfg = load_config(None, tiny_overrides("faceenhance", tmp_path) + ["model.adapt_step=0.1"])
+    task = build_task(cfg, "cpu")
+    ds = task.build_dataset(cfg, "train")
+    batch = task.to_device(torch.utils.data.default_collate([ds[0], ds[1]]))
+    start = list(task.coefficients)
+    outputs = iter([-1.0, 1.0, 0.95, -1.0, 1.0, -0.95])  # (degraded, real, enhanced) twice
+    monkeypatch.setattr(fe, "d_mean", lambda D, x: next(outputs))
+    logs = task.train_step(batch, 1)
+    assert task.coefficients == pytest.approx([c + 0.1 for c in start]) and logs["aug_factor"] == pytest.approx(0.975)
+    task.train_step(batch, 2)
+    assert task.coefficients == pytest.approx(start)
+    assert [h[0] for h in task.history] == [1.0, 2.0]
+    # the next batch is degraded at the new coefficients; held-out ones at the config's
+    assert "coef_jpeg" in logs and "coef_gaussian_blur" in logs
+
+
+def test_coefficients_survive_resume_bit_exactly(tmp_path):
+    over = tiny_overrides("faceenhance", tmp_path, steps=6) + ["train.ckpt_every=3", "model.adapt_step=0.037"]
+    full = train(load_config(None, over), run_dir=tmp_path / "full", log=lambda m: None)
+    part = tmp_path / "part" / "checkpoints"
+    part.mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "step_00000003.safetensors", part / "last.safetensors")
+    shutil.copy(full / "config.yaml", tmp_path / "part" / "config.yaml")
+    mid = read_meta(part / "last.safetensors")["task_state"]
+    assert len(mid["history"]) == 2  # adapted at steps 1 and 2 (steps count from 0)
+    resumed = train(None, resume=tmp_path / "part", log=lambda m: None)
+    a = read_meta(full / "checkpoints" / "last.safetensors")["task_state"]
+    b = read_meta(resumed / "checkpoints" / "last.safetensors")["task_state"]
+    assert a == b and len(a["history"]) == 5  # floats compared exactly
+    assert a["history"][:2] == mid["history"] and a["coefficients"] == a["history"][-1][2:]
+
+
+def test_cli_train_translate_eval(tmp_path, capsys):
+    from PIL import Image
+
+    from imtranslate.cli import main
+    from imtranslate.data.synthetic_faces import render_face
+
+    over = tiny_overrides("faceenhance", tmp_path, steps=2) + ["train.val_every=2"]
+    assert main(["train", *over]) == 0
+    ckpt = next((tmp_path / "runs").glob("*/checkpoints/last.safetensors"))
+    faces = tmp_path / "crops"
+    faces.mkdir()
+    for i in range(2):
+        Image.fromarray(render_face(100 + i, 40).image).save(faces / f"c{i}.png")
+    assert main(["translate", str(ckpt), str(faces), "-o", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir())[:2] == ["c0.png", "c1.png"]
+    capsys.readouterr()
+    assert main(["eval", str(ckpt), str(faces)]) == 0
+    out = capsys.readouterr().out
+    assert "psnr" in out and "ssim" in out and "identity" in out  # the tiny config's random identity net
+    from imtranslate.evaluate import evaluate
+
+    res = evaluate(ckpt, faces, progress=False)
+    assert res["count"] == 2 and -1 <= res["metrics"]["identity"] <= 1
+
+
+def test_a_pruning_round_shrinks_the_face_enhancer_and_keeps_it_runnable(tmp_path):
+    """Channel reduction in rounds is compress/rounds.py's (one implementation) on a faceenhance checkpoint."""
+    from imtranslate.checkpoint_file import load_generator
+    from imtranslate.compress import compress, count_params
+
+    full = train(load_config(None, tiny_overrides("faceenhance", tmp_path, steps=2)), run_dir=tmp_path / "run",
+                 log=lambda m: None)
+    ckpt = full / "checkpoints" / "last.safetensors"
+    out, table = compress(ckpt, tmp_path / "small.safetensors", ratio=0.25, rounds=1, round_steps=1,
+                          quality="psnr:0", latency_repeats=1, log=lambda m: None)
+    big, small = load_generator(ckpt).net, load_generator(out).net
+    assert count_params(small) < count_params(big) and table[-1]["macs"] < table[0]["macs"]
+    x = torch.rand(1, 3, 40, 36) * 2 - 1  # any size: padded to the multiple and cropped back
+    with torch.no_grad():
+        y = small(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
