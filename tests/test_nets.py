@@ -37,6 +37,7 @@ TINY = {
     "multiscale": dict(in_channels=5, ndf=4, n_layers=2, num_d=2),
     "style_inverse": dict(in_channels=5, n_up=2, ngf=4, depth=4),
     "stylesr": dict(in_channels=3, out_channels=3, scale=2, ngf=4, n_levels=3, n_blocks=1, separable=True),
+    "face_parser": dict(n_classes=5, width=4),
 }
 
 
@@ -127,6 +128,8 @@ def test_net_shapes_finite_and_gradients(name, size):
         if shapes is not None:
             assert [tuple(o.shape) for o in outputs] == shapes, label
             assert all(o.abs().max() <= 1 for o in outputs), f"{label}: generator output outside [-1, 1]"
+        if name == "face_parser":  # per-pixel logits, not a picture: the shape alone
+            assert [tuple(o.shape) for o in outputs] == [(B, net.config["n_classes"], *size)]
         assert all(torch.isfinite(o).all() for o in outputs), label
         # Random weights: a plain mean would be blind to anything before an instance norm.
         loss = sum((o * torch.randn_like(o)).mean() for o in outputs)

@@ -15,6 +15,8 @@
     imtranslate tasks                                  list the methods
     imtranslate weights                                each pretrained network: files, where looked for, found?
     imtranslate weights convert IN.pth OUT.safetensors  a .pth state dict as safetensors (no pickle)
+    imtranslate weights install mtcnn                  MTCNN face detector weights from the facenet-pytorch wheel
+    imtranslate restore PHOTOS... -o OUT               faces restored: SR picture, detect, enhance, parse, fuse
 """
 from __future__ import annotations
 
@@ -291,6 +293,11 @@ def cmd_weights(args) -> None:
         out = weights.convert_to_safetensors(*args.items[1:])
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
         return
+    if args.items[:1] == ["install"]:
+        if len(args.items) != 2:
+            raise ImtranslateError(f"usage: imtranslate weights install NAME (one of: {', '.join(weights.INSTALLABLE)})")
+        weights.install(args.items[1], wheel=args.wheel)
+        return
     lookups = weights.status()
     if args.items:
         lookups = [lk for lk in lookups if lk.network.name in args.items]
@@ -476,7 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="list the pretrained networks: files looked for, where, and what was found")
     p.add_argument("items", nargs="*", metavar="NAME | convert IN.pth OUT.safetensors",
                    help="only these networks (default: all); or `convert IN.pth OUT.safetensors` to write a .pth "
-                        "state dict (read with weights_only=True) as safetensors")
+                        "state dict (read with weights_only=True) as safetensors; or `install mtcnn` to fetch "
+                        "MTCNN's weights from the facenet-pytorch wheel (pip, no dependencies) as safetensors")
+    p.add_argument("--wheel", metavar="FILE.whl", default=None, help="install: use this wheel instead of pip download")
     p.set_defaults(func=cmd_weights)
     return ap
 
