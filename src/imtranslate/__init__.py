@@ -66,3 +66,19 @@ def stylize(content, style, inverse=None, *, blend=0.0, preserve_color=False, vg
     if vgg_weights is not None or inverse is None:
         kwargs["vgg_weights"] = vgg_weights or "imagenet"
     return load_stylizer(inverse, **kwargs)(content, style, blend=blend, preserve_color=preserve_color, **options)
+
+
+def load_restorer(*, sr="none", enhancer="none", parser="landmarks", detector="auto", upscale=2, **options):
+    """The face restoration pipeline (SPEC S5): ``load_restorer(enhancer=CKPT)(photo)`` -> a result with
+    ``.image`` (uint8), ``.faces``, ``.timings``. ``sr``/``enhancer``/``parser``: checkpoint paths or
+    ``none``/``landmarks``; other options as ``imtranslate restore`` (see :class:`imtranslate.infer.restore.Restorer`)."""
+    from .infer.restore import Restorer
+
+    return Restorer.from_options(sr=sr, enhancer=enhancer, parser=parser, detector=detector, upscale=upscale,
+                                 **options)
+
+
+def restore(photo, **options):
+    """Restore the faces of one photograph (path, PIL image or uint8 array): the restored picture as a
+    uint8 array (``upscale`` x its size). Options as :func:`load_restorer`."""
+    return load_restorer(**options)(photo).image

@@ -284,6 +284,24 @@ def cmd_tasks(args) -> None:
         print(f"{name:<10} {doc.splitlines()[0] if doc else ''}")
 
 
+def _restorer(args):
+    from .infer.restore import Restorer
+
+    regions = tuple(r for r in (args.regions or "").split(",") if r) or None
+    return Restorer.from_options(
+        sr=args.sr, enhancer=args.enhancer, parser=args.parser, detector=args.detector,
+        mtcnn_weights=args.mtcnn_weights, yunet_model=args.yunet_model, device=args.device, upscale=args.upscale,
+        min_face=args.min_face, max_faces=args.max_faces, only_center_face=args.only_center_face,
+        face_size=args.face_size, **({"regions": regions} if regions else {}))
+
+
+def cmd_restore(args) -> None:
+    written = _restorer(args).restore_files(args.photos, args.output, suffix=args.suffix, save_faces=args.save_faces,
+                                            save_masks=args.save_masks)
+    print(f"wrote {len(written)} picture(s) to {args.output} (x{args.upscale}; sr {args.sr}, enhancer "
+          f"{args.enhancer}, parser {args.parser})")
+
+
 def cmd_weights(args) -> None:
     from . import weights
 
@@ -476,6 +494,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=4_000_000, help="largest accepted picture, pixels (default 4M)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("restore", help="restore faces in photographs: SR picture, detect, enhance, parse, fuse")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photographs: files, folders or globs; any size")
+    p.add_argument("-o", "--output", required=True, help="output folder (one picture per photo, upscale x its size)")
+    p.add_argument("--upscale", type=int, default=2, choices=(1, 2, 4), help="output size / input size (default 2)")
+    p.add_argument("--sr", default="none", metavar="CKPT|none",
+                   help="whole-picture SR: a stylesr checkpoint trained with target=sr (tiled when large); "
+                        "none = Lanczos (default)")
+    p.add_argument("--enhancer", default="none", metavar="CKPT|none",
+                   help="face enhancer: a faceenhance checkpoint (or any face-crop generator); none = identity")
+    p.add_argument("--parser", default="landmarks", metavar="CKPT|landmarks",
+                   help="face parser: a faceparse checkpoint, or landmarks = a feathered face ellipse (default)")
+    p.add_argument("--regions", default=None, metavar="a,b,...",
+                   help="parser classes pasted back (default: skin,brows,eyes,nose,upper_lip,lower_lip,mouth,glasses)")
+    p.add_argument("--detector", default="auto", choices=("auto", "mtcnn", "yunet"),
+                   help="auto: MTCNN when installed (imtranslate weights install mtcnn), else YuNet with --yunet-model")
+    p.add_argument("--mtcnn-weights", metavar="FOLDER", default=None, help="folder holding mtcnn_{p,r,o}net.safetensors")
+    p.add_argument("--yunet-model", metavar="FILE.onnx", default=None, help="OpenCV Zoo's YuNet ONNX file")
+    p.add_argument("--min-face", type=int, default=0, help="ignore faces smaller than this (input pixels)")
+    p.add_argument("--max-faces", type=int, default=0, help="enhance at most this many faces, largest first (0 = all)")
+    p.add_argument("--only-center-face", action="store_true", help="enhance only the face nearest the centre")
+    p.add_argument("--face-size", type=int, default=0, help="aligned crop side (default: the enhancer's crop, else 256)")
+    p.add_argument("--save-faces", action="store_true", help="also write the aligned and enhanced crops (faces/)")
+    p.add_argument("--save-masks", action="store_true", help="also write the paste masks and parsing maps (masks/)")
+    p.add_argument("--suffix", default=".png", help="output file extension (default .png)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("tasks", help="list the available methods")
     p.set_defaults(func=cmd_tasks)

@@ -92,17 +92,17 @@ def landmark_mask(landmarks_crop: np.ndarray, size: int) -> np.ndarray:
     """A binary face ellipse in crop pixels from the 5 landmarks (already in crop coordinates).
 
     Fitted to the face's proportions: the eye line and the eye-to-mouth distance ``d`` set its
-    axes (brows ~0.7 d above the eyes, chin ~1.4 d below them, cheeks ~0.95 eye distances out).
+    axes (brows ~0.75 d above the eyes, chin ~1.55 d below them, cheeks one eye distance out).
     """
     p = np.asarray(landmarks_crop, np.float32)
     eyes, mouth = p[:2].mean(0), p[3:5].mean(0)
     down = mouth - eyes
     d = float(np.linalg.norm(down)) or 1.0
     de = float(np.linalg.norm(p[1] - p[0])) or d
-    centre = eyes + down / d * 0.35 * d
+    centre = eyes + down / d * 0.4 * d
     angle = np.degrees(np.arctan2(p[1, 1] - p[0, 1], p[1, 0] - p[0, 0]))
     m = np.zeros((size, size), np.uint8)
-    cv2.ellipse(m, (int(round(centre[0])), int(round(centre[1]))), (int(round(0.95 * de)), int(round(1.05 * d))),
+    cv2.ellipse(m, (int(round(centre[0])), int(round(centre[1]))), (int(round(1.0 * de)), int(round(1.15 * d))),
                 float(angle), 0, 360, 1, -1)
     return m
 
