@@ -8,6 +8,7 @@
     imtranslate video CKPT INPUT -o OUTPUT             video file / frame folder, flicker-free (--report)
     imtranslate data pairs SRC DST --kind contours     make training pairs from photographs
     imtranslate data synthetic DST                     write the built-in synthetic scenes
+    imtranslate data synthetic-faces DST               write the built-in synthetic faces (labels, landmarks)
     imtranslate data check [CONFIG.yaml] [key=value]   run every dataset check, train nothing
     imtranslate export CKPT --onnx OUT.onnx            ONNX with dynamic sizes, checked against onnxruntime
     imtranslate stylize CONTENT... --style S --inverse CKPT -o OUT   style swap + per-channel blend (--blend-rgb)
@@ -163,6 +164,11 @@ def cmd_data(args) -> None:
         root = data.generate_synthetic(args.dst, n_train=args.n_train, n_val=args.n_val, size=args.size,
                                        n_classes=args.n_classes, seed=args.seed)
         print(f"synthetic scenes in {root} (train/ and val/, each with label/ instance/ contour/ photo/)")
+    elif args.data_cmd == "synthetic-faces":
+        from .data.synthetic_faces import write_synthetic_faces
+
+        root = write_synthetic_faces(args.dst, n_train=args.n_train, n_val=args.n_val, size=args.size, seed=args.seed)
+        print(f"synthetic faces in {root} (train/ and val/, each with image/ label/ landmarks.json)")
     elif args.data_cmd == "check":
         from .tasks import load_config
 
@@ -427,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--n-val", type=int, default=32)
     q.add_argument("--size", type=int, default=64)
     q.add_argument("--n-classes", type=int, default=6)
+    q.add_argument("--seed", type=int, default=0)
+    q = dsub.add_parser("synthetic-faces", help="write the built-in synthetic faces (parsing labels, 5 landmarks)")
+    q.add_argument("dst")
+    q.add_argument("--n-train", type=int, default=512)
+    q.add_argument("--n-val", type=int, default=64)
+    q.add_argument("--size", type=int, default=128)
     q.add_argument("--seed", type=int, default=0)
     q = dsub.add_parser("check", help="run every dataset check of a config and stop")
     q.add_argument("items", nargs="*", metavar="[CONFIG] [key=value]")

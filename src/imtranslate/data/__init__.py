@@ -20,9 +20,15 @@ from .io import (IMAGE_EXTENSIONS, list_images, prepare_output_dir, prepare_outp
 from .pairs import make_pairs
 from .pyramid import build_pyramid, pyramid_multiple
 from .synthetic import generate_synthetic, make_scene
+from .synthetic_faces import FACE_CLASSES, SyntheticFace, SyntheticFaces, render_face, write_synthetic_faces
 from .transforms import PairedTransform
 
 __all__ = [
+    "FACE_CLASSES",
+    "SyntheticFace",
+    "SyntheticFaces",
+    "render_face",
+    "write_synthetic_faces",
     "AlignedPairs",
     "FolderPairs",
     "IMAGE_EXTENSIONS",
