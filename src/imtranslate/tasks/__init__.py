@@ -26,6 +26,7 @@ def register_task(cls):
 def _load_all():
     # importing the modules registers the tasks
     from . import multires, pix2pix, pix2pixhd, styleswap, stylesr  # noqa: F401
+    from . import faceparse  # noqa: F401
 
 
 def get_task(name: str):
