@@ -77,7 +77,7 @@ def upscale_lanczos(image: np.ndarray, factor: float) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_LANCZOS4 if factor > 1 else cv2.INTER_AREA)
 
 
-def feather_mask(hard: np.ndarray, *, feather: float = 0.04) -> np.ndarray:
+def feather_mask(hard: np.ndarray, *, feather: float = 0.06) -> np.ndarray:
     """A soft mask from a binary one (crop pixels): eroded by ``feather`` of the side, blurred by as
     much, and faded to 0 over the crop's outer 5 % so the pasted change has no edge."""
     n = hard.shape[0]
@@ -189,7 +189,7 @@ class Restorer:
 
     def __init__(self, *, detector: Callable, sr=None, enhancer: Callable | None = None, parser="landmarks",
                  upscale: int = 2, face_size: int = 0, regions=DEFAULT_REGIONS, min_face: int = 0,
-                 max_faces: int = 0, only_center_face: bool = False, feather: float = 0.04,
+                 max_faces: int = 0, only_center_face: bool = False, feather: float = 0.06,
                  color_match: bool = True, tile: int | None = None):
         if upscale not in (1, 2, 4):
             raise ImtranslateError(f"--upscale must be 1, 2 or 4, not {upscale}")

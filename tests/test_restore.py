@@ -1,0 +1,269 @@
+"""Face restoration (SPEC S5, inference): detector, alignment, fusion, parser, CLI and Python API.
+
+The MTCNN tests need its weights installed (`imtranslate weights install mtcnn`, which .ci/run does);
+the fusion tests use a stub detector with known landmarks, so they test the pipeline alone.
+"""
+import zipfile
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import imtranslate
+from imtranslate import weights
+from imtranslate.cli import main
+from imtranslate.errors import WeightsMissingError
+from imtranslate.infer.face_align import TEMPLATE, align, warp_back
+from imtranslate.infer.restore import Restorer, feather_mask, landmark_mask, upscale_lanczos
+from imtranslate.nets.face_detect import MTCNN, Face, build_detector
+
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def _mtcnn_installed() -> bool:
+    return all(weights.locate(f"mtcnn_{k}") for k in ("pnet", "rnet", "onet"))
+
+
+needs_mtcnn = pytest.mark.skipif(not _mtcnn_installed(), reason="MTCNN weights not installed: run "
+                                 "`imtranslate weights install mtcnn`")
+
+
+@pytest.fixture(scope="module")
+def mtcnn():
+    return MTCNN.from_weights()
+
+
+def _composite(n_faces: int) -> np.ndarray:
+    """The astronaut's face pasted ``n_faces`` times onto the coffee photograph (480x270)."""
+    face = skimage_data.astronaut()[40:200, 150:300]
+    img = cv2.resize(skimage_data.coffee(), (480, 270))
+    for x, y, s in [(10, 20, 110), (180, 60, 90), (330, 10, 130)][:n_faces]:
+        f = cv2.resize(face, (s, int(s * 160 / 150)))
+        img[y:y + f.shape[0], x:x + s] = f
+    return img
+
+
+class StubDetector:
+    """Faces at given landmarks (the pipeline's tests do not depend on a detector's accuracy)."""
+
+    def __init__(self, *landmark_sets):
+        self.faces = []
+        for lm in landmark_sets:
+            lm = np.asarray(lm, np.float32)
+            box = np.r_[lm.min(0) - 20, lm.max(0) + 20].astype(np.float32)
+            self.faces.append(Face(box, 0.99, lm))
+
+    def __call__(self, image):
+        return list(self.faces)
+
+
+def _landmarks(cx, cy, side):
+    """The template's 5 points for a face of ``side`` pixels centred at (cx, cy)."""
+    return (TEMPLATE - 0.5) * side + np.array([cx, cy], np.float32)
+
+
+def _photo(h=96, w=128, seed=0):
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 255, (h // 8, w // 8, 3)).astype(np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+    return base
+
+
+# ---- detector -------------------------------------------------------------------------------------
+@needs_mtcnn
+def test_mtcnn_finds_the_one_face_of_the_astronaut(mtcnn):
+    faces = mtcnn(skimage_data.astronaut())
+    assert len(faces) == 1
+    f = faces[0]
+    x1, y1, x2, y2 = f.box
+    assert 150 < x1 < 210 and 40 < y1 < 90 and 240 < x2 < 300 and 150 < y2 < 200  # her face, by eye
+    le, re, nose, lm, rm = f.landmarks
+    assert le[0] < nose[0] < re[0] and lm[0] < rm[0]  # left to right as seen
+    assert max(le[1], re[1]) < nose[1] < min(lm[1], rm[1])  # eyes above the nose above the mouth
+    assert all(x1 <= p[0] <= x2 and y1 <= p[1] <= y2 for p in f.landmarks)
+
+
+@needs_mtcnn
+def test_mtcnn_counts_zero_one_and_several_faces(mtcnn):
+    assert mtcnn(cv2.resize(skimage_data.coffee(), (480, 270))) == []
+    assert [len(mtcnn(_composite(n))) for n in (1, 3)] == [1, 3]
+
+
+def test_no_detector_is_a_message_naming_both_ways(tmp_path, monkeypatch):
+    monkeypatch.setenv(weights.WEIGHTS_ENV, str(tmp_path / "empty"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(WeightsMissingError, match="weights install mtcnn.*yunet-model"):
+        build_detector("auto")
+    with pytest.raises(WeightsMissingError, match="needs --yunet-model"):
+        build_detector("yunet")
+    with pytest.raises(WeightsMissingError, match="no such YuNet ONNX file"):
+        build_detector("yunet", yunet_model=tmp_path / "missing.onnx")
+
+
+def test_weights_install_converts_the_wheel_files_to_safetensors(tmp_path):
+    """`weights install mtcnn --wheel` on a wheel-shaped zip: each .pt read (weights_only) and written as
+    safetensors under the weights folder, loadable by MTCNN.from_weights."""
+    ref = MTCNN()
+    wheel = tmp_path / "facenet_pytorch-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for k in ("pnet", "rnet", "onet"):
+            torch.save(getattr(ref, k).state_dict(), tmp_path / f"{k}.pt")
+            zf.write(tmp_path / f"{k}.pt", f"facenet_pytorch/data/{k}.pt")
+    dest = tmp_path / "w"
+    out = weights.install("mtcnn", wheel=wheel, dest=dest, log=lambda m: None)
+    assert sorted(p.name for p in out) == ["mtcnn_onet.safetensors", "mtcnn_pnet.safetensors", "mtcnn_rnet.safetensors"]
+    net = MTCNN.from_weights(dest)
+    for k in ("pnet", "rnet", "onet"):
+        for (n, a), b in zip(getattr(ref, k).state_dict().items(), getattr(net, k).state_dict().values()):
+            assert torch.equal(a, b), n
+    with zipfile.ZipFile(tmp_path / "other.whl", "w") as zf:
+        zf.writestr("x.txt", "")
+    with pytest.raises(WeightsMissingError, match="has no facenet_pytorch/data/pnet.pt"):
+        weights.install("mtcnn", wheel=tmp_path / "other.whl", dest=dest, log=lambda m: None)
+
+
+# ---- alignment and fusion -------------------------------------------------------------------------
+def test_alignment_round_trip_gives_back_the_picture():
+    img = _photo(160, 200).astype(np.float32)
+    lm = _landmarks(100, 80, 90) @ np.array([[0.96, 0.26], [-0.26, 0.96]], np.float32).T * 1.0  # rolled 15 deg
+    lm += np.array([100, 80]) - lm.mean(0)
+    crop, M = align(img, lm, 128)
+    assert np.abs(np.c_[lm, np.ones(5)] @ M.T - TEMPLATE * 128).max() < 1.0  # landmarks on the template
+    back = warp_back(crop, M, img.shape[:2])
+    region = warp_back(np.ones((128, 128), np.float32), M, img.shape[:2]) > 0.999
+    region = cv2.erode(region.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    assert region.sum() > 3000
+    assert np.abs(back[region] - img[region]).mean() < 3.0  # two bilinear resamplings of a smooth picture
+
+
+def test_identity_enhancer_changes_nothing_but_the_sr():
+    img = _photo()
+    det = StubDetector(_landmarks(64, 48, 50))
+    for upscale in (1, 2):
+        res = Restorer(detector=det, upscale=upscale, face_size=64)(img)
+        assert len(res.faces) == 1
+        np.testing.assert_array_equal(res.image, upscale_lanczos(img, upscale))
+
+
+def test_fusion_changes_only_the_masked_face_without_a_seam():
+    img = (_photo(128, 160) // 4 + 80).astype(np.uint8)  # mid-tones: the +60 below never clips
+    det = StubDetector(_landmarks(80, 64, 70))
+    brighter = lambda c: np.clip(c.astype(np.int16) + 60, 0, 255).astype(np.uint8)  # noqa: E731
+    r = Restorer(detector=det, enhancer=brighter, upscale=1, face_size=64, color_match=False)
+    res = r(img)
+    diff = res.image.astype(np.int16) - img
+    f = res.faces[0]
+    assert diff.min() >= 0 and diff.max() <= 61
+    # untouched where the paste mask is zero, changed at the face's centre
+    footprint = cv2.dilate((warp_back(f.mask, f.matrix, img.shape[:2]) > 0).astype(np.uint8), np.ones((3, 3)))
+    assert not diff[footprint == 0].any() and (footprint == 0).sum() > img.shape[0] * img.shape[1] / 3
+    assert diff[64, 80].min() > 40
+    # feathered: the +60 change rises over several pixels (a hard paste would step by 60 at once)
+    step = max(np.abs(np.diff(diff.astype(np.float32), axis=a)).max() for a in (0, 1))
+    assert step < 20
+    # colour matching takes the enhancer's uniform offset away where face meets surroundings
+    matched = Restorer(detector=det, enhancer=brighter, upscale=1, face_size=64)(img)
+    assert np.abs(matched.image.astype(np.int16) - img).max() <= 2
+
+
+def test_face_at_the_border_and_many_faces_and_limits():
+    img = _photo(96, 128)
+    det = StubDetector(_landmarks(4, 40, 40), _landmarks(64, 50, 60), _landmarks(110, 80, 30))
+    plus = lambda c: np.clip(c.astype(np.int16) + 30, 0, 255).astype(np.uint8)  # noqa: E731
+    res = Restorer(detector=det, enhancer=plus, upscale=2, face_size=48, color_match=False)(img)
+    assert len(res.faces) == 3 and res.image.shape == (192, 256, 3)
+    assert res.line("x.png") == "x.png: 3 face(s) found, 3 enhanced"
+    # the face cut by the left border is enhanced too (changed pixels at x < 10 output pixels)
+    assert (res.image[:, :10].astype(np.int16) - upscale_lanczos(img, 2)[:, :10]).max() > 10
+    r = Restorer(detector=det, upscale=1, face_size=48, max_faces=1)
+    one = r(img)
+    biggest = max(det.faces, key=lambda f: f.size)
+    assert len(one.faces) == 1 and np.array_equal(one.faces[0].landmarks, biggest.landmarks)
+    assert "left out" in one.note
+    assert len(Restorer(detector=det, upscale=1, face_size=48, min_face=53)(img).faces) == 2  # sides 55, 62, 51
+    centre = Restorer(detector=det, upscale=1, face_size=48, only_center_face=True)(img)
+    assert len(centre.faces) == 1 and abs(centre.faces[0].landmarks[:, 0].mean() - 64) < 5
+
+
+def test_grey_and_rgba_input_and_no_face():
+    det = StubDetector(_landmarks(32, 32, 30))
+    r = Restorer(detector=det, upscale=2, face_size=32)
+    grey = _photo(64, 64)[..., 0]
+    out = r(grey)
+    assert out.image.shape == (128, 128, 3) and len(out.faces) == 1
+    assert np.array_equal(out.image[..., 0], out.image[..., 1])  # grey stays grey
+    rgba = np.dstack([_photo(64, 64), np.full((64, 64), 128, np.uint8)])
+    assert r(rgba).image.shape == (128, 128, 3)
+    none = Restorer(detector=StubDetector(), upscale=2)(_photo(64, 64))
+    assert none.faces == [] and "no face found" in none.note
+    np.testing.assert_array_equal(none.image, upscale_lanczos(_photo(64, 64), 2))
+
+
+def test_landmark_mask_covers_the_face_and_feathers():
+    n = 128
+    hard = landmark_mask(TEMPLATE * n, n)
+    soft = feather_mask(hard)
+    p = (TEMPLATE * n).astype(int)
+    assert all(soft[y, x] > 0.95 for x, y in p)  # eyes, nose and mouth inside
+    assert soft[2, 2] == 0 and soft[n // 2, 0] == 0 and soft[n - 1, n // 2] == 0  # zero at the crop's edge
+    assert 0.05 < soft.mean() < 0.6
+    assert np.abs(np.diff(soft, axis=1)).max() < 0.2  # no hard edge
+
+
+# ---- parser -----------------------------------------------------------------------------------------
+def test_parser_learns_the_synthetic_faces(tmp_path):
+    """A short training run: held-out mean IoU well above the untrained net's and above the floor."""
+    from conftest import tiny_overrides
+    from imtranslate.tasks import load_config
+    from imtranslate.train.loop import train
+
+    import json
+
+    over = tiny_overrides("faceparse", tmp_path, steps=60) + [
+        "data.synthetic.n_train=24", "data.synthetic.n_val=6", "train.batch_size=6", "train.lr_g=0.005",
+        "train.beta1=0.9", "train.lr_policy=constant", "train.ema_decay=0", "model.width=8", "train.val_every=60"]
+    run = train(load_config(None, over), log=lambda m: None)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    val = [r for r in rows if r["kind"] == "val"]
+    first, last = val[0]["miou"], val[-1]["miou"]
+    assert last > 0.10 and last > first + 0.08, (first, last)  # 60 steps: 0.0007 -> 0.145 measured
+    # the checkpoint restores through the parser path of the pipeline and parses a face
+    from imtranslate.data.synthetic_faces import render_face
+    from imtranslate.infer.restore import _ParserNet
+
+    p = _ParserNet(run / "checkpoints" / "last.safetensors")
+    assert p.classes[1] == "skin"
+    face = render_face(12345, 32)
+    labels = p(face.image)
+    assert labels.shape == (32, 32) and (labels == 0).any() and (labels == 1).any()
+    # imtranslate eval prints its mean IoU on a folder of image/ + label/
+    from imtranslate.data.synthetic_faces import write_synthetic_faces
+    from imtranslate.evaluate import evaluate
+
+    root = write_synthetic_faces(tmp_path / "faces", n_train=1, n_val=3, size=32)
+    res = evaluate(run / "checkpoints" / "last.safetensors", root / "val", device="cpu", progress=False)
+    assert res["count"] == 3 and 0 < res["metrics"]["miou"] <= 1
+
+
+# ---- CLI and Python API -------------------------------------------------------------------------
+@needs_mtcnn
+def test_cli_restore_end_to_end_on_composite_photos(tmp_path, capsys):
+    src = tmp_path / "photos"
+    src.mkdir()
+    Image.fromarray(_composite(3)).save(src / "three.png")
+    Image.fromarray(cv2.resize(skimage_data.coffee(), (240, 135))).save(src / "none.jpg")
+    out = tmp_path / "out"
+    assert main(["restore", str(src), "-o", str(out), "--upscale", "2", "--save-faces", "--save-masks",
+                 "--face-size", "64"]) == 0
+    text = capsys.readouterr().out
+    assert "three.png: 3 face(s) found, 3 enhanced" in text
+    assert "none.jpg: 0 face(s) found, 0 enhanced (no face found: SR picture only)" in text
+    assert Image.open(out / "three.png").size == (960, 540) and Image.open(out / "none.png").size == (480, 270)
+    assert len(list((out / "faces").glob("three_*_crop.png"))) == 3
+    assert len(list((out / "masks").glob("three_*_mask.png"))) == 3
+    # the Python API gives the same picture
+    got = imtranslate.restore(src / "three.png", upscale=2, face_size=64)
+    np.testing.assert_array_equal(got, np.asarray(Image.open(out / "three.png")))
+    assert main(["restore", str(tmp_path / "nope.png"), "-o", str(out)]) == 2
+    assert "no such file" in capsys.readouterr().err
