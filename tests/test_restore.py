@@ -288,3 +288,79 @@ def test_cli_restore_end_to_end_on_composite_photos(tmp_path, capsys):
     np.testing.assert_array_equal(got, np.asarray(Image.open(out / "three.png")))
     assert main(["restore", str(tmp_path / "nope.png"), "-o", str(out)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+# ---- web page -------------------------------------------------------------------------------------------
+@pytest.fixture
+def restore_server():
+    import socket
+    import threading
+    import time
+
+    uvicorn = pytest.importorskip("uvicorn")
+    from imtranslate.web.app import create_app
+
+    restorer = Restorer(detector=StubDetector(_landmarks(40, 30, 36)), upscale=2, face_size=48,
+                        enhancer=lambda c: np.clip(c.astype(np.int16) + 50, 0, 255).astype(np.uint8),
+                        color_match=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(restorer=restorer), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("the web server did not start within 20 s")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", restorer
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_restore_tab_in_headless_chromium(restore_server, tmp_path):
+    """Upload a photo on the Restore tab: faces reported, before/after shown with a slider, download link."""
+    from test_web import _browser, decode_data_url
+
+    found, why = _browser()
+    if found is None:
+        pytest.skip(why)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, restorer = restore_server
+    chrome, driver_path = found
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chrome
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        wait = WebDriverWait(driver, 60)
+        driver.get(url + "/")
+        wait.until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
+        assert driver.find_element(By.ID, "panel-restore").is_displayed()  # the only tab this server has
+        photo = _photo(64, 80)
+        Image.fromarray(photo).save(tmp_path / "photo.png")
+        driver.find_element(By.ID, "r-image").send_keys(str(tmp_path / "photo.png"))
+        driver.find_element(By.ID, "r-run").click()
+        wait.until(lambda d: d.find_element(By.ID, "r-result").get_attribute("data-ready") == "1"
+                   or d.find_element(By.ID, "error").text)
+        assert driver.find_element(By.ID, "error").text == ""
+        assert driver.find_element(By.ID, "r-faces").text.startswith("1 face(s) found, 1 enhanced")
+        after = decode_data_url(driver.find_element(By.ID, "r-after").get_attribute("src"))
+        before = decode_data_url(driver.find_element(By.ID, "r-before").get_attribute("src"))
+        np.testing.assert_array_equal(after, restorer(photo).image)
+        np.testing.assert_array_equal(before, upscale_lanczos(photo, 2))
+        assert driver.find_element(By.ID, "r-download").get_attribute("href") == \
+            driver.find_element(By.ID, "r-after").get_attribute("src")
+        width = lambda: driver.execute_script("return document.getElementById('r-after-wrap').clientWidth")  # noqa: E731
+        w50 = width()
+        driver.execute_script("const s = document.getElementById('r-split'); s.value = 90;"
+                              "s.dispatchEvent(new Event('input'));")
+        assert width() > w50 > 0  # the slider moves the divider
+    finally:
+        driver.quit()

@@ -279,7 +279,9 @@ def cmd_serve(args) -> None:
 
     serve(inverse=args.inverse, translate=args.translate, vgg_weights=args.vgg_weights, host=args.host,
           port=args.port, device=args.device, max_mb=args.max_mb, max_pixels=args.max_pixels,
-          optimize_only=args.optimize_only)
+          optimize_only=args.optimize_only,
+          restore=dict(sr=args.restore_sr, enhancer=args.restore_enhancer, parser=args.restore_parser,
+                       upscale=args.restore_upscale) if args.restore else None)
 
 
 def cmd_tasks(args) -> None:
@@ -505,6 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=4_000_000, help="largest accepted picture, pixels (default 4M)")
+    p.add_argument("--restore", action="store_true", help="the Restore tab: faces restored as `imtranslate restore` does")
+    p.add_argument("--restore-sr", default="none", metavar="CKPT|none", help="Restore tab: the SR checkpoint")
+    p.add_argument("--restore-enhancer", default="none", metavar="CKPT|none", help="Restore tab: the face enhancer")
+    p.add_argument("--restore-parser", default="landmarks", metavar="CKPT|landmarks", help="Restore tab: the parser")
+    p.add_argument("--restore-upscale", type=int, default=2, choices=(1, 2, 4), help="Restore tab: output / input size")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("restore", help="restore faces in photographs: SR picture, detect, enhance, parse, fuse")
