@@ -364,3 +364,16 @@ def test_restore_tab_in_headless_chromium(restore_server, tmp_path):
         assert width() > w50 > 0  # the slider moves the divider
     finally:
         driver.quit()
+
+
+@needs_mtcnn
+def test_demo_faces_writes_its_report(tmp_path):
+    from imtranslate.demo_faces import run_faces_demo
+
+    res = run_faces_demo(tmp_path / "demo", steps=2, device="cpu", log=lambda m: None, photo_size=(320, 180),
+                         parser_overrides=["model.width=4", "data.synthetic.n_train=8", "data.synthetic.n_val=2",
+                                           "data.crop_size=32"])
+    text = res["report"].read_text()
+    assert "before (Lanczos x2)" in text and text.count("<img") >= 10
+    astro = res["photos"]["astronaut (real photograph, landmark mask)"]
+    assert astro["faces"] == 1 and res["photos"]["composite, 3 faces"]["faces"] >= 1

@@ -2,6 +2,7 @@
 
     imtranslate demo                                   train on built-in synthetic scenes, write report.html
     imtranslate demo upscale                           train the light x4 super-resolution net, report.html
+    imtranslate demo faces                             face restoration on composites and the astronaut, report.html
     imtranslate train [CONFIG.yaml] [key=value ...]    train any task (--dry-run, --resume RUN)
     imtranslate translate CKPT INPUT... -o OUT         files, folders, globs; each at its own size
     imtranslate eval CKPT DATA                         L1 / PSNR / SSIM (+ FID / LPIPS with local weights)
@@ -183,6 +184,14 @@ def cmd_data(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
+    if args.which == "faces":
+        from .demo_faces import run_faces_demo
+
+        res = run_faces_demo(out=args.out or "demo_faces", steps=args.steps, device=args.device, seed=args.seed)
+        for name, fig in res["photos"].items():
+            print(f"{name}: {fig['faces']} face(s) enhanced; PSNR {fig['psnr']} dB (Lanczos {fig['lanczos_psnr']} dB)")
+        print(f"report: {res['report']}")
+        return
     if args.which == "upscale":
         from .demo import run_upscale_demo
 
@@ -353,8 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train the multi-resolution model (or, with `upscale`, the light x4 "
                                     "super-resolution net) on synthetic scenes and write report.html")
-    p.add_argument("which", nargs="?", choices=["multires", "upscale"], default="multires",
-                   help="multires (default): SPEC S1's translator; upscale: the light x4 stylesr net (SPEC S4)")
+    p.add_argument("which", nargs="?", choices=["multires", "upscale", "faces"], default="multires",
+                   help="multires (default): SPEC S1's translator; upscale: the light x4 stylesr net (SPEC S4); "
+                        "faces: face restoration (SPEC S5: parser and enhancer on synthetic faces, restored photos)")
     p.add_argument("--out", default=None, help="output folder (default: demo_out, or demo_upscale)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: a few CPU minutes)")
     p.add_argument("--vgg-weights", default=None,
