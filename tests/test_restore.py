@@ -377,3 +377,29 @@ def test_demo_faces_writes_its_report(tmp_path):
     assert "before (Lanczos x2)" in text and text.count("<img") >= 10
     astro = res["photos"]["astronaut (real photograph, landmark mask)"]
     assert astro["faces"] == 1 and res["photos"]["composite, 3 faces"]["faces"] >= 1
+
+
+def test_sr_checkpoint_up_scales_the_whole_picture_tiled_when_large(tmp_path):
+    """--sr: a stylesr target=sr checkpoint through the predictor (tiled on request), resized to --upscale."""
+    from conftest import tiny_overrides
+    from imtranslate.infer.predictor import Predictor
+    from imtranslate.tasks import load_config
+    from imtranslate.train.loop import train
+
+    run = train(load_config(None, tiny_overrides("stylesr", tmp_path, steps=1) + ["model.target=sr"]),
+                log=lambda m: None)
+    sr = Predictor.from_checkpoint(run / "checkpoints" / "last.safetensors", device="cpu")
+    img = _photo(48, 64)
+    det = StubDetector(_landmarks(32, 24, 24))
+    net_out = sr(img)  # (4 H, 4 W, 3): the net's own output
+    for upscale in (2, 4):
+        res = Restorer(detector=det, sr=sr, upscale=upscale, face_size=32)(img)
+        assert res.image.shape == (48 * upscale, 64 * upscale, 3) and len(res.faces) == 1
+        # identity enhancer: the picture is the net's (area-resized for --upscale 2), exactly
+        expect = net_out if upscale == sr.scale else cv2.resize(net_out, (64 * upscale, 48 * upscale),
+                                                                interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(res.image, expect)
+    whole = Restorer(detector=StubDetector(), sr=sr, upscale=sr.scale)(img).image
+    tiled = Restorer(detector=StubDetector(), sr=sr, upscale=sr.scale, tile=32)(img).image
+    assert sr.last_tiling.tile == 32  # the tiling engine ran
+    assert np.abs(whole.astype(int) - tiled).mean() < 2
