@@ -107,14 +107,12 @@ def landmark_mask(landmarks_crop: np.ndarray, size: int) -> np.ndarray:
     return m
 
 
-_PALETTE = np.array([[0, 0, 0], [204, 153, 128], [90, 60, 30], [30, 120, 230], [230, 180, 60], [220, 40, 60],
-                     [170, 20, 60], [255, 100, 150], [120, 70, 20], [100, 200, 100], [180, 180, 255],
-                     [255, 255, 0], [0, 255, 255], [255, 0, 255], [128, 128, 128]] * 2, np.uint8)
-
-
 def colorize_labels(labels: np.ndarray) -> np.ndarray:
-    """A parsing map as an RGB picture (one fixed colour per class)."""
-    return _PALETTE[np.asarray(labels) % len(_PALETTE)]
+    """A parsing map as an RGB picture (the faceparse task's colour per class)."""
+    from ..tasks.faceparse import PALETTE
+
+    palette = ((PALETTE + 1) * 127.5).round().to(torch.uint8).numpy()
+    return palette[np.asarray(labels) % len(palette)]
 
 
 def _to_rgb(image) -> np.ndarray:
