@@ -85,6 +85,13 @@ def run_faces_demo(out="demo_faces", steps: int | None = None, device: str = "au
     from .train.loop import train
 
     log = log or (lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+        import skimage  # noqa: F401  (its sample photographs are the backgrounds and the astronaut)
+    except ImportError:
+        from .errors import ImtranslateError
+
+        raise ImtranslateError("imtranslate demo faces uses scikit-image's sample photographs: "
+                               "pip install 'imtranslate[bench]' (or scikit-image)") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     task_names()  # registers every task
