@@ -31,6 +31,7 @@ GAN_TASKS = ["faceenhance", "multires", "pix2pix", "pix2pixhd", "stylesr"]
 
 # the smallest nets that still exercise every code path of each task
 TINY_MODEL = {
+    "faceparse": ["model.width=4"],  # the face parser (synthetic faces at data.crop_size=32)
     "multires": ["model.n_levels=3", "model.ngf=4", "model.max_channels=16", "model.n_res_blocks=1",
                  "model.ndf=4", "model.vgg_weights=random", "model.stage_steps=[1,1,1]",
                  "model.style_layers=[relu1_1,relu2_1]"],  # a VGG-19 cut at relu2_1: the deep layers cost 10x
@@ -85,6 +86,8 @@ def _data_overrides(task: str, tmp_path) -> list[str]:
     if task == "stylesr":  # HR photos (the synthetic scenes' photos); the LR input is made per batch
         return ["data.dataset=photos", f"data.synthetic.root={tmp_path / 'synthetic'}", "data.synthetic.n_train=8",
                 "data.synthetic.n_val=4", "data.synthetic.size=48", "data.crop_size=32"]
+    if task == "faceparse":  # the built-in synthetic faces, rendered at the crop size
+        return ["data.dataset=synthetic", "data.synthetic.n_train=8", "data.synthetic.n_val=4", "data.crop_size=32"]
     return ["data.dataset=synthetic", f"data.synthetic.root={tmp_path / 'synthetic'}", "data.synthetic.n_train=8",
             "data.synthetic.n_val=4", "data.synthetic.size=32", "data.crop_size=32"]
 

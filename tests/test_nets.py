@@ -41,6 +41,7 @@ TINY = {
                     flow_downsampling=2, flow_blocks=1),
     "face_enhancer": dict(in_channels=3, out_channels=3, widths=[4, 6, 5], dec_widths=[3, 5, 7], latent_dim=8),
     "face_discriminator": dict(in_channels=3, widths=[4, 6]),
+    "face_parser": dict(n_classes=5, width=4),
 }
 
 
@@ -136,6 +137,8 @@ def test_net_shapes_finite_and_gradients(name, size):
         if shapes is not None:
             assert [tuple(o.shape) for o in outputs] == shapes, label
             assert all(o.abs().max() <= 1 for o in outputs), f"{label}: generator output outside [-1, 1]"
+        if name == "face_parser":  # per-pixel logits, not a picture: the shape alone
+            assert [tuple(o.shape) for o in outputs] == [(B, net.config["n_classes"], *size)]
         assert all(torch.isfinite(o).all() for o in outputs), label
         # Random weights: a plain mean would be blind to anything before an instance norm.
         loss = sum((o * torch.randn_like(o)).mean() for o in outputs)

@@ -74,3 +74,19 @@ def compress(checkpoint, out, **kwargs):
     from .compress import compress as _compress
 
     return _compress(checkpoint, out, **kwargs)
+
+
+def load_restorer(*, sr="none", enhancer="none", parser="landmarks", detector="auto", upscale=2, **options):
+    """The face restoration pipeline (SPEC S5): ``load_restorer(enhancer=CKPT)(photo)`` -> a result with
+    ``.image`` (uint8), ``.faces``, ``.timings``. ``sr``/``enhancer``/``parser``: checkpoint paths or
+    ``none``/``landmarks``; other options as ``imtranslate restore`` (see :class:`imtranslate.infer.restore.Restorer`)."""
+    from .infer.restore import Restorer
+
+    return Restorer.from_options(sr=sr, enhancer=enhancer, parser=parser, detector=detector, upscale=upscale,
+                                 **options)
+
+
+def restore(photo, **options):
+    """Restore the faces of one photograph (path, PIL image or uint8 array): the restored picture as a
+    uint8 array (``upscale`` x its size). Options as :func:`load_restorer`."""
+    return load_restorer(**options)(photo).image

@@ -2,6 +2,7 @@
 
     imtranslate demo                                   train on built-in synthetic scenes, write report.html
     imtranslate demo upscale                           train the light x4 super-resolution net, report.html
+    imtranslate demo faces                             face restoration on composites and the astronaut, report.html
     imtranslate train [CONFIG.yaml] [key=value ...]    train any task (--dry-run, --resume RUN)
     imtranslate translate CKPT INPUT... -o OUT         files, folders, globs; each at its own size
     imtranslate eval CKPT DATA                         L1 / PSNR / SSIM (+ FID / LPIPS with local weights)
@@ -17,6 +18,8 @@
     imtranslate tasks                                  list the methods
     imtranslate weights                                each pretrained network: files, where looked for, found?
     imtranslate weights convert IN.pth OUT.safetensors  a .pth state dict as safetensors (no pickle)
+    imtranslate weights install mtcnn                  MTCNN face detector weights from the facenet-pytorch wheel
+    imtranslate restore PHOTOS... -o OUT               faces restored: SR picture, detect, enhance, parse, fuse
 """
 from __future__ import annotations
 
@@ -192,6 +195,14 @@ def cmd_data(args) -> None:
 def cmd_demo(args) -> None:
     from .demo import run_demo
 
+    if args.which == "faces":
+        from .demo_faces import run_faces_demo
+
+        res = run_faces_demo(out=args.out or "demo_faces", steps=args.steps, device=args.device, seed=args.seed)
+        for name, fig in res["photos"].items():
+            print(f"{name}: {fig['faces']} face(s) enhanced; PSNR {fig['psnr']} dB (Lanczos {fig['lanczos_psnr']} dB)")
+        print(f"report: {res['report']}")
+        return
     if args.which == "upscale":
         from .demo import run_upscale_demo
 
@@ -321,7 +332,9 @@ def cmd_serve(args) -> None:
 
     serve(inverse=args.inverse, translate=args.translate, vgg_weights=args.vgg_weights, host=args.host,
           port=args.port, device=args.device, max_mb=args.max_mb, max_pixels=args.max_pixels,
-          optimize_only=args.optimize_only)
+          optimize_only=args.optimize_only,
+          restore=dict(sr=args.restore_sr, enhancer=args.restore_enhancer, parser=args.restore_parser,
+                       upscale=args.restore_upscale) if args.restore else None)
 
 
 def cmd_tasks(args) -> None:
@@ -332,6 +345,24 @@ def cmd_tasks(args) -> None:
         print(f"{name:<10} {doc.splitlines()[0] if doc else ''}")
 
 
+def _restorer(args):
+    from .infer.restore import Restorer
+
+    regions = tuple(r for r in (args.regions or "").split(",") if r) or None
+    return Restorer.from_options(
+        sr=args.sr, enhancer=args.enhancer, parser=args.parser, detector=args.detector,
+        mtcnn_weights=args.mtcnn_weights, yunet_model=args.yunet_model, device=args.device, upscale=args.upscale,
+        min_face=args.min_face, max_faces=args.max_faces, only_center_face=args.only_center_face,
+        face_size=args.face_size, **({"regions": regions} if regions else {}))
+
+
+def cmd_restore(args) -> None:
+    written = _restorer(args).restore_files(args.photos, args.output, suffix=args.suffix, save_faces=args.save_faces,
+                                            save_masks=args.save_masks)
+    print(f"wrote {len(written)} picture(s) to {args.output} (x{args.upscale}; sr {args.sr}, enhancer "
+          f"{args.enhancer}, parser {args.parser})")
+
+
 def cmd_weights(args) -> None:
     from . import weights
 
@@ -340,6 +371,11 @@ def cmd_weights(args) -> None:
             raise ImtranslateError("usage: imtranslate weights convert IN.pth OUT.safetensors")
         out = weights.convert_to_safetensors(*args.items[1:])
         print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
+        return
+    if args.items[:1] == ["install"]:
+        if len(args.items) != 2:
+            raise ImtranslateError(f"usage: imtranslate weights install NAME (one of: {', '.join(weights.INSTALLABLE)})")
+        weights.install(args.items[1], wheel=args.wheel)
         return
     lookups = weights.status()
     if args.items:
@@ -370,8 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train the multi-resolution model (or, with `upscale`, the light x4 "
                                     "super-resolution net) on synthetic scenes and write report.html")
-    p.add_argument("which", nargs="?", choices=["multires", "upscale"], default="multires",
-                   help="multires (default): SPEC S1's translator; upscale: the light x4 stylesr net (SPEC S4)")
+    p.add_argument("which", nargs="?", choices=["multires", "upscale", "faces"], default="multires",
+                   help="multires (default): SPEC S1's translator; upscale: the light x4 stylesr net (SPEC S4); "
+                        "faces: face restoration (SPEC S5: parser and enhancer on synthetic faces, restored photos)")
     p.add_argument("--out", default=None, help="output folder (default: demo_out, or demo_upscale)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: a few CPU minutes)")
     p.add_argument("--vgg-weights", default=None,
@@ -573,7 +610,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-mb", type=float, default=10.0, help="largest accepted upload, MB (default 10)")
     p.add_argument("--max-pixels", type=int, default=4_000_000, help="largest accepted picture, pixels (default 4M)")
+    p.add_argument("--restore", action="store_true", help="the Restore tab: faces restored as `imtranslate restore` does")
+    p.add_argument("--restore-sr", default="none", metavar="CKPT|none", help="Restore tab: the SR checkpoint")
+    p.add_argument("--restore-enhancer", default="none", metavar="CKPT|none", help="Restore tab: the face enhancer")
+    p.add_argument("--restore-parser", default="landmarks", metavar="CKPT|landmarks", help="Restore tab: the parser")
+    p.add_argument("--restore-upscale", type=int, default=2, choices=(1, 2, 4), help="Restore tab: output / input size")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("restore", help="restore faces in photographs: SR picture, detect, enhance, parse, fuse")
+    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photographs: files, folders or globs; any size")
+    p.add_argument("-o", "--output", required=True, help="output folder (one picture per photo, upscale x its size)")
+    p.add_argument("--upscale", type=int, default=2, choices=(1, 2, 4), help="output size / input size (default 2)")
+    p.add_argument("--sr", default="none", metavar="CKPT|none",
+                   help="whole-picture SR: a stylesr checkpoint trained with target=sr (tiled when large); "
+                        "none = Lanczos (default)")
+    p.add_argument("--enhancer", default="none", metavar="CKPT|none",
+                   help="face enhancer: a faceenhance checkpoint (or any face-crop generator); none = identity")
+    p.add_argument("--parser", default="landmarks", metavar="CKPT|landmarks",
+                   help="face parser: a faceparse checkpoint, or landmarks = a feathered face ellipse (default)")
+    p.add_argument("--regions", default=None, metavar="a,b,...",
+                   help="parser classes pasted back (default: skin,brows,eyes,nose,upper_lip,lower_lip,mouth,glasses)")
+    p.add_argument("--detector", default="auto", choices=("auto", "mtcnn", "yunet"),
+                   help="auto: MTCNN when installed (imtranslate weights install mtcnn), else YuNet with --yunet-model")
+    p.add_argument("--mtcnn-weights", metavar="FOLDER", default=None, help="folder holding mtcnn_{p,r,o}net.safetensors")
+    p.add_argument("--yunet-model", metavar="FILE.onnx", default=None, help="OpenCV Zoo's YuNet ONNX file")
+    p.add_argument("--min-face", type=int, default=0, help="ignore faces smaller than this (input pixels)")
+    p.add_argument("--max-faces", type=int, default=0, help="enhance at most this many faces, largest first (0 = all)")
+    p.add_argument("--only-center-face", action="store_true", help="enhance only the face nearest the centre")
+    p.add_argument("--face-size", type=int, default=0, help="aligned crop side (default: the enhancer's crop, else 256)")
+    p.add_argument("--save-faces", action="store_true", help="also write the aligned and enhanced crops (faces/)")
+    p.add_argument("--save-masks", action="store_true", help="also write the paste masks and parsing maps (masks/)")
+    p.add_argument("--suffix", default=".png", help="output file extension (default .png)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("tasks", help="list the available methods")
     p.set_defaults(func=cmd_tasks)
@@ -581,7 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("weights", help="list the pretrained networks: files looked for, where, and what was found")
     p.add_argument("items", nargs="*", metavar="NAME | convert IN.pth OUT.safetensors",
                    help="only these networks (default: all); or `convert IN.pth OUT.safetensors` to write a .pth "
-                        "state dict (read with weights_only=True) as safetensors")
+                        "state dict (read with weights_only=True) as safetensors; or `install mtcnn` to fetch "
+                        "MTCNN's weights from the facenet-pytorch wheel (pip, no dependencies) as safetensors")
+    p.add_argument("--wheel", metavar="FILE.whl", default=None, help="install: use this wheel instead of pip download")
     p.set_defaults(func=cmd_weights)
     return ap
 

@@ -45,6 +45,9 @@ def evaluate(checkpoint, data_root, *, device="auto", use_ema=True, batch_size=1
     """Returns ``{"count": n, "metrics": {name: value}, "skipped": {name: reason}}``.
     ``precision="bf16"``: the generator runs under bf16 autocast (what it costs in quality)."""
     pred = Predictor.from_checkpoint(checkpoint, device=device, use_ema=use_ema, precision=precision)
+    own = getattr(pred.task_cls, "evaluate", None)  # a task whose held-out figures are not images (faceparse: IoU)
+    if own is not None:
+        return own(pred, Path(data_root), log=log)
     dcfg = eval_data_config(pred.cfg.data, Path(data_root))
     check_dataset(dcfg)
     ds = build_dataset(dcfg, "val")

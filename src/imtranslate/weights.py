@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # torch is imported where a file is read: listing the network
 
 __all__ = [
     "WEIGHTS_ENV", "Network", "NETWORKS", "weights_dir", "hub_dir", "search_dirs", "locate", "find",
-    "resolve", "missing_message", "read_state_dict", "convert_to_safetensors", "Lookup", "status",
+    "resolve", "missing_message", "read_state_dict", "convert_to_safetensors", "Lookup", "status", "install",
 ]
 
 WEIGHTS_ENV = "IMTRANSLATE_WEIGHTS"
@@ -86,11 +86,16 @@ NETWORKS: dict[str, Network] = {n.name: n for n in (
             _torchvision("raft_small_C_T_V2-01064c6d.pth") + " (torchvision Raft_Small_Weights.C_T_V2)",
             "--raft-weights PATH (with --flow raft-small)", "imtranslate video --flow raft / raft-small",
             hint="--flow dis-fast or dis-medium runs without any weights.", loader="imtranslate.infer.flow.RAFTFlow"),
-    # The face detector and parser below have no loader yet; their files are registered so `imtranslate weights`
-    # already tells a user what to place where.
+    # MTCNN's three stages: `imtranslate weights install mtcnn` takes them from the facenet-pytorch wheel.
     *(Network(f"mtcnn_{k}", f"MTCNN {k[0].upper()}-Net face detector stage", (f"mtcnn_{k}.safetensors", f"{k}.pt"),
-              f"MTCNN (Zhang et al. 2016) {k[0].upper()}-Net weights, e.g. facenet-pytorch's data/{k}.pt",
-              "(loader not written yet)", "face detection (coming)") for k in ("pnet", "rnet", "onet")),
+              f"MTCNN (Zhang et al. 2016) {k[0].upper()}-Net weights inside the facenet-pytorch wheel on PyPI "
+              f"(facenet_pytorch/data/{k}.pt)", "--mtcnn-weights FOLDER",
+              "face detection (imtranslate restore, demo faces, serve)",
+              hint="`imtranslate weights install mtcnn` fetches that wheel (no dependencies) with pip and converts "
+                   "the three files here; or pass --detector yunet --yunet-model face_detection_yunet_2023mar.onnx.",
+              loader="imtranslate.nets.face_detect.MTCNN") for k in ("pnet", "rnet", "onet")),
+    # The face parser below has no loader yet; its files are registered so `imtranslate weights`
+    # already tells a user what to place where.
     Network("face_parser", "BiSeNet face parser (CelebAMask-HQ, 19 classes)",
             ("face_parser_bisenet.safetensors", "79999_iter.pth"),
             "face-parsing.PyTorch (zllrunning) 79999_iter.pth", "(loader not written yet)", "face parsing (coming)"),
@@ -255,4 +260,55 @@ def status() -> list[Lookup]:
     for net in NETWORKS.values():
         cands = tuple(_candidates(net))
         out.append(Lookup(net, cands, next((p for p in cands if p.is_file()), None)))
+    return out
+
+
+# ---- installing weights that ship inside a package of the package index ------------------------------
+INSTALLABLE = {"mtcnn": ("facenet-pytorch", {f"mtcnn_{k}": f"facenet_pytorch/data/{k}.pt" for k in ("pnet", "rnet", "onet")})}
+
+
+def install(what: str, *, wheel=None, dest=None, log=print) -> list[Path]:
+    """Obtain the weights ``what`` (``"mtcnn"``) and write them as ``.safetensors`` into :func:`weights_dir`.
+
+    MTCNN's weights ship inside the ``facenet-pytorch`` wheel. ``pip download --no-deps`` fetches that
+    wheel alone (its dependencies would pin an old torch) into a temporary folder — the one use of the
+    network, by an explicit user command, never at run time. ``wheel=PATH`` uses a wheel already on disk.
+    Each ``.pt`` file is read with ``torch.load(weights_only=True)`` and written as safetensors.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    if what not in INSTALLABLE:
+        raise WeightsMissingError(f"imtranslate weights install: unknown {what!r}; installable: {', '.join(INSTALLABLE)}")
+    package, members = INSTALLABLE[what]
+    dest = Path(dest).expanduser() if dest else weights_dir()
+    with tempfile.TemporaryDirectory() as tmp:
+        if wheel is None:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", tmp, package]
+            log(f"fetching the {package} wheel (no dependencies): {' '.join(cmd[2:])}")
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            wheels = sorted(Path(tmp).glob("*.whl"))
+            if r.returncode != 0 or not wheels:
+                last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no wheel written"]
+                raise WeightsMissingError(f"pip download {package} failed ({last[0]}); download the wheel by hand "
+                                          f"and run `imtranslate weights install {what} --wheel FILE.whl`")
+            wheel = wheels[0]
+        wheel = Path(wheel).expanduser()
+        try:
+            zf = zipfile.ZipFile(wheel)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise WeightsMissingError(f"{wheel}: not a readable wheel ({e})") from None
+        out = []
+        with zf:
+            names = set(zf.namelist())
+            for net, member in members.items():
+                if member not in names:
+                    raise WeightsMissingError(f"{wheel}: has no {member}; is it a {package} wheel?")
+                src = Path(tmp) / Path(member).name
+                src.write_bytes(zf.read(member))
+                dst = convert_to_safetensors(src, dest / NETWORKS[net].files[0])
+                log(f"wrote {dst}")
+                out.append(dst)
     return out

@@ -47,3 +47,4 @@ __all__ = [
     "PatchDiscriminator", "MultiScaleDiscriminator", "InverseNet", "VGG19Features", "resolve_vgg_weights",
     "instance_mean_features", "downsample_avg", "pad_to_multiple", "crop_to",
 ]
+from .face_parse import FaceParser  # noqa: E402  (registers "face_parser")

@@ -27,7 +27,7 @@ def register_task(cls):
 
 def _load_all():
     # importing the modules registers the tasks
-    from . import faceenhance, multires, pix2pix, pix2pixhd, styleswap, stylesr, vid2vid  # noqa: F401
+    from . import faceenhance, faceparse, multires, pix2pix, pix2pixhd, styleswap, stylesr, vid2vid  # noqa: F401
 
 
 def get_task(name: str):

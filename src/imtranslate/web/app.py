@@ -13,6 +13,8 @@ Endpoints::
     POST /api/stylize      multipart: content, style [, patch, stride, fast, steps]
                            -> {"content": PNG data URL, "stylized": PNG data URL, "width", "height", "seconds"}
     POST /api/translate    multipart: image -> {"input": ..., "output": ..., "width", "height", "seconds"}
+    POST /api/restore      multipart: image -> {"before": Lanczos-upscaled input, "after": restored picture,
+                           "faces": [{"box", "landmarks", "score"}], "found", "note", "width", "height", "seconds"}
 
 Errors come back as ``{"error": "..."}`` with status 400 (bad picture or option), 404 (no model
 for that), 413 (upload or picture too large) or 415 (not an accepted picture type); the page
@@ -114,11 +116,12 @@ def decode_upload(data: bytes, filename: str, mode: str, limits: Limits, size: i
 
 
 def create_app(stylizer=None, translator=None, *, limits: Limits | None = None, optimize_only: bool = False,
-               default_steps: int = 50):
+               default_steps: int = 50, restorer=None):
     """The FastAPI app. ``stylizer``: an :class:`~imtranslate.infer.stylize.Stylizer` (or None);
     ``translator``: a :class:`~imtranslate.infer.predictor.Predictor` (or None).
 
     ``optimize_only``: the stylizer has no inverse net, so stylising inverts by optimisation.
+    ``restorer``: an :class:`~imtranslate.infer.restore.Restorer` for the Restore tab (or None).
     """
     from fastapi import FastAPI, File, Form, Request, UploadFile
     from fastapi.responses import FileResponse, JSONResponse
@@ -154,7 +157,7 @@ def create_app(stylizer=None, translator=None, *, limits: Limits | None = None, 
     @app.get("/api/info")
     def info():
         out = {"stylize": stylizer is not None, "translate": translator is not None, "optimize_only": optimize_only,
-               "limits": limits.as_dict()}
+               "restore": restorer is not None, "limits": limits.as_dict()}
         if stylizer is not None:
             out.update(patch=stylizer.patch, stride=stylizer.stride, layer=stylizer.layer, steps=default_steps)
         if translator is not None:
@@ -203,6 +206,22 @@ def create_app(stylizer=None, translator=None, *, limits: Limits | None = None, 
         return {"input": png_data_url(shown), "output": png_data_url(out), "width": out.shape[1],
                 "height": out.shape[0], "seconds": round(time.perf_counter() - t0, 3)}
 
+    @app.post("/api/restore")
+    def restore(image: UploadFile = File(...)):
+        if restorer is None:
+            raise UploadError(404, "this server has no face restoration: start it with --restore")
+        from ..infer.restore import upscale_lanczos
+
+        x = read(image, "rgb")
+        t0 = time.perf_counter()
+        with lock:
+            res = restorer(x)
+        faces = [{"box": [round(float(v), 1) for v in f.box], "score": round(f.score, 4),
+                  "landmarks": [[round(float(a), 1), round(float(b), 1)] for a, b in f.landmarks]} for f in res.faces]
+        return {"before": png_data_url(upscale_lanczos(x, restorer.upscale)), "after": png_data_url(res.image),
+                "faces": faces, "found": res.found, "note": res.note, "width": res.image.shape[1],
+                "height": res.image.shape[0], "seconds": round(time.perf_counter() - t0, 3)}
+
     return app
 
 
@@ -235,17 +254,19 @@ def bind_port(host: str, port: int) -> socket.socket:
 
 
 def serve(inverse=None, translate=None, vgg_weights=None, host: str = "127.0.0.1", port: int = 7860,
-          device: str = "auto", max_mb: float = 10.0, max_pixels: int = 4_000_000, optimize_only: bool = False) -> None:
-    """Load the models and serve the page until Ctrl-C (``imtranslate serve``)."""
+          device: str = "auto", max_mb: float = 10.0, max_pixels: int = 4_000_000, optimize_only: bool = False,
+          restore: dict | None = None) -> None:
+    """Load the models and serve the page until Ctrl-C (``imtranslate serve``). ``restore``: the options
+    of :meth:`~imtranslate.infer.restore.Restorer.from_options` for the Restore tab (None: no tab)."""
     try:
         import uvicorn
     except ImportError:
         raise ImtranslateError("the web page needs FastAPI and uvicorn: pip install 'imtranslate[web]'") from None
     from ..infer.stylize import Stylizer
 
-    if not (inverse or translate or optimize_only):
+    if not (inverse or translate or optimize_only or restore is not None):
         raise ConfigError("nothing to serve: give --inverse CKPT (style transfer) and/or --translate CKPT "
-                          "(translation), or --optimize-only")
+                          "(translation), --restore (faces), or --optimize-only")
     sock = bind_port(host, port)
     try:
         stylizer = translator = None
@@ -260,8 +281,13 @@ def serve(inverse=None, translate=None, vgg_weights=None, host: str = "127.0.0.1
             if translator.cfg.task == "styleswap":  # it would load, then fail on every request
                 raise ConfigError(f"{translate}: a styleswap checkpoint (an inverse network for style transfer), "
                                   f"not a translator: serve it with --inverse {translate}")
+        restorer = None
+        if restore is not None:
+            from ..infer.restore import Restorer
+
+            restorer = Restorer.from_options(device=device, **restore)
         app = create_app(stylizer, translator, limits=Limits(max_mb, max_pixels),
-                         optimize_only=optimize_only and not inverse)
+                         optimize_only=optimize_only and not inverse, restorer=restorer)
         bound = sock.getsockname()[1]  # the real port when --port 0 asked for any free one
         print(f"imtranslate page on http://{host}:{bound}/  (Ctrl-C to stop)", flush=True)
         uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -138,6 +138,55 @@ async function translate(ev) {
   }
 }
 
+function showSplit() {
+  const img = $("r-before");
+  const w = img.clientWidth;
+  $("r-after-wrap").style.width = `${(w * $("r-split").value) / 100}px`;
+  $("r-after").style.width = `${w}px`;
+  $("r-compare").dataset.split = $("r-split").value;
+}
+
+function drawBoxes(faces, width) {
+  const img = $("r-before"), c = $("r-boxes");
+  c.width = img.clientWidth; c.height = img.clientHeight;
+  const s = img.clientWidth / width, ctx = c.getContext("2d");
+  ctx.strokeStyle = "#00e676"; ctx.fillStyle = "#ff1744"; ctx.lineWidth = 2;
+  for (const f of faces) {
+    const [x1, y1, x2, y2] = f.box;
+    ctx.strokeRect(x1 * s, y1 * s, (x2 - x1) * s, (y2 - y1) * s);
+    for (const [x, y] of f.landmarks) ctx.fillRect(x * s - 2, y * s - 2, 4, 4);
+  }
+}
+
+async function restore(ev) {
+  ev.preventDefault();
+  showError("");
+  const form = new FormData();
+  form.append("image", $("r-image").files[0]);
+  $("r-run").disabled = true;
+  $("r-status").textContent = "restoring…";
+  $("r-result").dataset.ready = "0";
+  try {
+    const res = await postForm("/api/restore", form);
+    await Promise.all([["r-before", res.before], ["r-after", res.after]].map(([id, src]) => new Promise((ok) => {
+      $(id).onload = ok; $(id).src = src;
+    })));
+    $("r-download").href = res.after;
+    $("r-result").hidden = false;
+    showSplit();
+    drawBoxes(res.faces, res.width);
+    $("r-faces").textContent = `${res.found} face(s) found, ${res.faces.length} enhanced` +
+      (res.note ? ` (${res.note})` : "");
+    $("r-status").textContent = `done in ${res.seconds} s (${res.width}×${res.height})`;
+    $("r-result").dataset.ready = "1";
+  } catch (e) {
+    showError(e.message);
+    $("r-status").textContent = "";
+  } finally {
+    $("r-run").disabled = false;
+  }
+}
+
 function download() {
   $("canvas").toBlob((blob) => {
     const a = document.createElement("a");
@@ -150,7 +199,7 @@ function download() {
 }
 
 function selectTab(name) {
-  for (const t of ["style", "translate"]) {
+  for (const t of ["style", "translate", "restore"]) {
     $("panel-" + t).hidden = t !== name;
     $("tab-" + t).classList.toggle("active", t === name);
   }
@@ -161,6 +210,9 @@ async function init() {
   $("tab-translate").addEventListener("click", () => selectTab("translate"));
   $("style-form").addEventListener("submit", stylize);
   $("translate-form").addEventListener("submit", translate);
+  $("tab-restore").addEventListener("click", () => selectTab("restore"));
+  $("restore-form").addEventListener("submit", restore);
+  $("r-split").addEventListener("input", showSplit);
   for (const k of ["r", "g", "b"]) $(k).addEventListener("input", onSlider);
   $("lock").addEventListener("change", () => { if ($("lock").checked) onSlider({ target: $("r") }); });
   $("preserve").addEventListener("change", scheduleRender);
@@ -176,7 +228,10 @@ async function init() {
     $("translate-form").hidden = !info.translate;
     if (info.stylize) { $("patch").value = info.patch; $("stride").value = info.stride; }
     if (info.optimize_only) { $("steps-label").hidden = false; $("steps").value = info.steps; }
+    $("restore-missing").hidden = info.restore;
+    $("restore-form").hidden = !info.restore;
     if (!info.stylize && info.translate) selectTab("translate");
+    if (!info.stylize && !info.translate && info.restore) selectTab("restore");
   } catch (e) {
     showError("cannot reach the server: " + e.message);
   }
