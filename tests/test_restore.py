@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 import imtranslate
+from conftest import TINY_MODEL
 from imtranslate import weights
 from imtranslate.cli import main
 from imtranslate.errors import WeightsMissingError
@@ -220,7 +221,7 @@ def test_parser_learns_the_synthetic_faces(tmp_path):
     from imtranslate.train.stepping import build_task
 
     torch.manual_seed(0)
-    cfg = load_config(None, tiny_overrides("faceparse", tmp_path, steps=40) + [
+    cfg = load_config(None, tiny_overrides("faceparse", tmp_path, steps=60) + [
         "data.synthetic.n_train=16", "data.synthetic.n_val=4", "train.lr_g=0.005", "train.beta1=0.9", "model.width=8"])
     task = build_task(cfg, "cpu")
     stack = lambda ds: {k: torch.stack([ds[i][k] for i in range(len(ds))]) for k in ("A", "label")}  # noqa: E731
@@ -234,7 +235,7 @@ def test_parser_learns_the_synthetic_faces(tmp_path):
         return out
 
     first = miou()
-    for step in range(40):
+    for step in range(60):
         idx = torch.arange(step * 4, step * 4 + 4) % 16
         task.train_step({k: v[idx] for k, v in train_all.items()}, step)
     last = miou()
@@ -372,9 +373,13 @@ def test_demo_faces_writes_its_report(tmp_path):
 
     res = run_faces_demo(tmp_path / "demo", steps=2, device="cpu", log=lambda m: None, photo_size=(320, 180),
                          parser_overrides=["model.width=4", "data.synthetic.n_train=8", "data.synthetic.n_val=2",
-                                           "data.crop_size=32"])
+                                           "data.crop_size=32"],
+                         enhancer_overrides=[*TINY_MODEL["faceenhance"], "train.steps=2", "train.batch_size=2",
+                                             "train.val_every=0", "data.synthetic.n_train=8", "data.synthetic.n_val=2",
+                                             "data.crop_size=32"])
     text = res["report"].read_text()
     assert "before (Lanczos x2)" in text and text.count("<img") >= 10
+    assert res["enhancer"].endswith("last.safetensors") and "enhancer: faceenhance, trained here" in text
     astro = res["photos"]["astronaut (real photograph, landmark mask)"]
     assert astro["faces"] == 1 and res["photos"]["composite, 3 faces"]["faces"] >= 1
 

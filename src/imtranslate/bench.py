@@ -53,6 +53,12 @@ CONFIGS: dict[str, tuple[str, int, int, list[str]]] = {
     "styleswap-256": ("styleswap", 256, 256, ["data.dataset=unpaired", "data.root=unused", "data.style_root=unused"]),
     # stylise + super-resolve, x4 super-resolution defaults: 64² LR in, 256² out
     "stylesr-256": ("stylesr", 256, 256, ["data.dataset=photos", "model.target=sr"]),
+    # face enhancement at 512² faces with the built-in config's widths (no identity net: no weights here)
+    "faceenhance-512": ("faceenhance", 512, 512, ["data.dataset=synthetic_faces", "model.identity=off"]),
+    # the face parser (BiSeNet-like) at 512²
+    "faceparse-512": ("faceparse", 512, 512, ["data.dataset=synthetic"]),
+    # vid2vid: one 3-frame clip of 256² contour frames (the training step runs the whole clip)
+    "vid2vid-256": ("vid2vid", 256, 256, ["model.n_frames=3", "data.synthetic.input=contour"]),
 }
 #: variant -> run_one options (see the module docstring)
 VARIANTS: dict[str, dict] = {
@@ -129,7 +135,16 @@ def _fake_batch(task, h: int, w: int, batch: int, device) -> dict:
         A = torch.rand(batch, c, h, w, generator=g) * 2 - 1
     B = torch.rand(batch, task.out_channels, h, w, generator=g) * 2 - 1
     style = torch.rand(batch, 3, h, w, generator=g) * 2 - 1  # style swap's style pictures
-    return task.to_device({"A": A, "B": B, "label": label, "inst": label, "style": style})
+    out = {"A": A, "B": B, "label": label, "inst": label, "style": style}
+    k = getattr(task.m, "n_frames", 0) if task.name == "vid2vid" else 0
+    if k:  # clips of K frames, a small known motion between them
+        out["clip_A"] = torch.rand(batch, k, c, h, w, generator=g) * 2 - 1
+        out["clip_B"] = torch.rand(batch, k, task.out_channels, h, w, generator=g) * 2 - 1
+        out["flow"] = torch.full((batch, k, 2, h, w), 0.5)
+        out["valid"] = torch.ones(batch, k, 1, h, w)
+        out["cut"] = torch.zeros(batch, k, dtype=torch.bool)
+        out["cut"][:, 0] = True
+    return task.to_device(out)
 
 
 def _median_time(fn, warmup: int, repeats: int, device, first: list | None = None) -> float:

@@ -79,7 +79,7 @@ def _marked(image: np.ndarray, faces) -> np.ndarray:
 
 
 def run_faces_demo(out="demo_faces", steps: int | None = None, device: str = "auto", seed: int = 0, log=None,
-                   parser_overrides=(), photo_size=(640, 360)) -> dict:
+                   parser_overrides=(), photo_size=(640, 360), enhancer_overrides=()) -> dict:
     from .infer.restore import Restorer, colorize_labels, upscale_lanczos
     from .tasks import TASKS, load_config, task_names
     from .train.loop import train
@@ -110,7 +110,7 @@ def run_faces_demo(out="demo_faces", steps: int | None = None, device: str = "au
         try:
             ecfg = load_config(Path(__file__).parent / "configs" / "faceenhance_synthetic.yaml",
                                [f"train.out_dir={out}", f"train.device={device}", "train.time_limit=240",
-                                "train.image_every=0", "train.tensorboard=false"])
+                                "train.image_every=0", "train.tensorboard=false", *enhancer_overrides])
             enhancer = str(train(ecfg, run_dir=out / "enhancer", log=log) / "checkpoints" / "last.safetensors")
             note = f"faceenhance, trained here ({enhancer})"
         except Exception as e:  # a missing identity net or config: the demo still shows the rest
