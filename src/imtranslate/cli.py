@@ -562,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", default="psnr:30",
                    help="quality index against the unpruned net on held-out inputs: psnr:DB, ssim:X or l1:X")
     p.add_argument("--target-macs", type=float, default=0, help="stop once the MACs are at most this (0 = no target)")
-    p.add_argument("--importance", default="l2", choices=["l2", "activation", "bn"],
+    p.add_argument("--importance", default="activation", choices=["l2", "activation", "bn"],
                    help="channel ranking: filter L2 norm (default), mean activation, or batch-norm scale")
     p.add_argument("--separable", action="store_true", help="then make k x k convs depthwise + pointwise, distilled")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (static int8, onnxruntime)")

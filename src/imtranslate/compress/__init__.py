@@ -104,7 +104,7 @@ def _swap_net(task, key, net):
 
 
 def compress(ckpt, out, *, ratio: float = 0.25, rounds: int = 3, round_steps: int = 50, quality: str = "psnr:30",
-             target_macs: float = 0, importance: str = "l2", separable: bool = False, separable_steps: int = 0,
+             target_macs: float = 0, importance: str = "activation", separable: bool = False, separable_steps: int = 0,
              int8: bool = False, int8_min_psnr: float = 30.0, overrides=(), lambda_distill: float = 10.0,
              lambda_feat: float = 1.0, lr: float = 1e-4, device="cpu", latency_repeats: int = 5,
              log=print) -> tuple[Path, list[dict]]:

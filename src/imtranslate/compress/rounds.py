@@ -123,7 +123,7 @@ def _fine_tune(task, G, teacher, batches, steps, fwd, *, lambda_out, lambda_feat
 
 def prune_in_rounds(task, teacher: nn.Module, inputs: list, batches, fwd, *, ratio: float = 0.25, rounds: int = 3,
                     round_steps: int = 50, quality: str | Quality = "psnr:30", target_macs: float = 0,
-                    importance: str = "l2", lambda_distill: float = 10.0, lambda_feat: float = 1.0,
+                    importance: str = "activation", lambda_distill: float = 10.0, lambda_feat: float = 1.0,
                     feature_layers_n: int = 4, lr: float = 1e-4, latency_repeats: int = 5, step0: int = 0,
                     ratios: dict[str, float] | None = None, log=print) -> RoundsResult:
     """Prune ``task``'s generator in rounds against ``teacher`` (see the module doc).
