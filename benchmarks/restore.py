@@ -81,6 +81,7 @@ def seam_ratio(out: np.ndarray, faces) -> float:
     border, inside = [], []
     for f in faces:
         m = warp_back(f.mask, f.matrix, g.shape)
+        m = m / max(float(m.max()), 1e-6)  # a parser's soft mask may never reach 1: its own peak is "inside"
         border.append(grad[(m > 0.05) & (m < 0.95)])
         inside.append(grad[m >= 0.95])
     b, i = np.concatenate(border), np.concatenate(inside)
