@@ -476,3 +476,13 @@ def test_cli_video_refuses_label_map_models(tmp_path, capsys):
     clip = write_clip(tmp_path / "c.mp4", frames)
     assert main(["video", str(ckpt), str(clip), "-o", str(tmp_path / "o.mp4"), "--quiet"]) == 2
     assert "label maps" in capsys.readouterr().err
+
+
+def test_cuts_between_drawings_are_detected_though_their_colours_stay():
+    """Contour frames keep one histogram (white paper, black lines) across a cut: the edge test finds it."""
+    from imtranslate.data.synthetic_video import make_clip
+
+    for seed in range(3):
+        frames = [np.asarray(f) for f in make_clip(seed, n_frames=8, size=64, cuts=(4,)).contour]
+        cuts = [t for t in range(1, 8) if is_scene_cut(frames[t - 1], frames[t])]
+        assert cuts == [4], (seed, [round(scene_cut_score(frames[t - 1], frames[t]), 3) for t in range(1, 8)])

@@ -351,20 +351,49 @@ def occlusion_mask(flow_fw: np.ndarray, flow_bw: np.ndarray, prev: Optional[np.n
     return occ
 
 
+def _shrink_grey(img: np.ndarray, width: int) -> np.ndarray:
+    g = img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
+    h, w = g.shape
+    if w > width:
+        g = cv2.resize(g, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(g)
+
+
+def edge_change(prev: np.ndarray, cur: np.ndarray, *, width: int = 128, radius: float = 3.0) -> float:
+    """The share of each frame's edges (Canny, on copies shrunk to ``width`` px) lying farther than
+    ``radius`` px from any edge of the other frame, averaged both ways, in [0, 1]: a few per cent
+    when lines move within a shot, most of them at a cut to another drawing."""
+    a, b = (cv2.Canny(_shrink_grey(x, width), 50, 150) > 0 for x in (prev, cur))
+    if a.sum() < 20 or b.sum() < 20:
+        return 0.0
+    far = lambda edges, other: float((cv2.distanceTransform((~other).view(np.uint8) & 1, cv2.DIST_L2, 3)[edges]  # noqa: E731
+                                      > radius).mean())
+    return 0.5 * (far(b, a) + far(a, b))
+
+
 def scene_cut_score(prev: np.ndarray, cur: np.ndarray, *, bins: int = 8, width: int = 128) -> float:
-    """How different two frames' colour distributions are, in [0, 1]: the Bhattacharyya distance
-    of their ``bins^3`` RGB histograms, on copies shrunk to ``width`` pixels (cheap, and robust to
-    motion: a pan or a moving object barely changes it, a cut to another shot moves it a lot)."""
+    """How different two frames are, in [0, 1]: the Bhattacharyya distance of their ``bins^3`` RGB
+    histograms, on copies shrunk to ``width`` pixels (cheap, and robust to motion: a pan or a
+    moving object barely changes it, a cut to another shot moves it a lot).
+
+    Drawings (contour / line-art frames: one colour covers most of the picture) keep the same
+    histogram across a cut, so for them the score is also 3 x :func:`edge_change`, whichever is
+    larger: on the built-in animated contour clips (48-128 px, 6 seeds) frames of one shot scored
+    <= 0.18 that way and cuts >= 0.62 (a plain histogram: 0.001-0.13 at cuts, never detected)."""
 
     def hist(img):
         img = img if img.ndim == 3 else np.repeat(img[:, :, None], 3, 2)
         h, w = img.shape[:2]
         if w > width:
             img = cv2.resize(img, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
-        hst = cv2.calcHist([np.ascontiguousarray(img)], [0, 1, 2], None, [bins] * 3, [0, 256] * 3)
+        hst = cv2.calcHist([np.ascontiguousarray(img[..., :3])], [0, 1, 2], None, [bins] * 3, [0, 256] * 3)
         return hst / max(float(hst.sum()), 1.0)
 
-    return float(cv2.compareHist(hist(prev), hist(cur), cv2.HISTCMP_BHATTACHARYYA))
+    hp, hc = hist(prev), hist(cur)
+    score = float(cv2.compareHist(hp, hc, cv2.HISTCMP_BHATTACHARYYA))
+    if min(float(hp.max()), float(hc.max())) > 0.5:  # drawings: most pixels share one colour bin
+        score = max(score, min(1.0, 3.0 * edge_change(prev, cur, width=width)))
+    return score
 
 
 def is_scene_cut(prev: np.ndarray, cur: np.ndarray, threshold: float = 0.5, **options) -> bool:
