@@ -190,18 +190,7 @@ def measure_onnx(name: str, size: int, repeats: int, threads: int) -> dict:
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     a = x.numpy()
     sess.run(None, {"A": a})  # warm-up
-    base = _rss()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {"A": a})
-        times.append(time.perf_counter() - t0)
-    peak = max(_hwm(), _rss())
+    times, base, peak = _time_passes(lambda: sess.run(None, {"A": a}), repeats)
     return {"name": name, "in": size, "out": size * 4, "median_s": statistics.median(times),
             "peak_extra_mb": (peak - base) / 2**20, "gflops": fc.get_total_flops() / 1e9,
             "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "threads": threads or torch.get_num_threads(),
@@ -224,6 +213,23 @@ def _hwm() -> int:
     return 0
 
 
+def _time_passes(run, repeats: int) -> tuple[list[float], int, int]:
+    """``repeats`` timed calls of ``run`` (after the caller's warm-up): seconds each, and the
+    resident size before them and the high-water mark during them (VmHWM reset first)."""
+    base = _rss()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM to the current RSS
+    except OSError:
+        pass
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - t0)
+    return times, base, max(_hwm(), _rss())
+
+
 def measure_one(name: str, size: int, repeats: int, threads: int) -> dict:
     if threads:
         torch.set_num_threads(threads)
@@ -239,20 +245,8 @@ def measure_one(name: str, size: int, repeats: int, threads: int) -> dict:
             y = net(x)
         flops = fc.get_total_flops()
         del y
-        base = _rss()
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # reset VmHWM to the current RSS
-        except OSError:
-            pass
-        times = []
         net(x)  # warm-up
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            y = net(x)
-            times.append(time.perf_counter() - t0)
-            del y
-        peak = max(_hwm(), _rss())
+        times, base, peak = _time_passes(lambda: net(x), repeats)
     return {"name": name, "in": side, "out": side * (1 if shrink == 4 else 4), "median_s": statistics.median(times),
             "peak_extra_mb": (peak - base) / 2**20, "gflops": flops / 1e9,
             "params_m": sum(p.numel() for p in net.parameters()) / 1e6, "threads": torch.get_num_threads()}
