@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from imtranslate import metrics  # noqa: E402
 from imtranslate.checkpoint_file import load_generator  # noqa: E402
 from imtranslate.compress import build_for_compression, compress  # noqa: E402
-from imtranslate.compress.prune import count_macs, count_params, prunable_layers, prune_channels  # noqa: E402
-from imtranslate.compress.rounds import Quality, measure_quality  # noqa: E402
+from imtranslate.prune.channels import count_macs, count_params, prunable_layers, prune_channels  # noqa: E402
+from imtranslate.prune.rounds import Quality, measure_quality  # noqa: E402
 from imtranslate.tasks import get_task, load_config  # noqa: E402
 from imtranslate.train.loop import train  # noqa: E402
 

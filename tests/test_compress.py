@@ -48,8 +48,8 @@ from PIL import Image  # noqa: E402
 from conftest import tiny_config, tiny_overrides  # noqa: E402
 from imtranslate.cli import main  # noqa: E402
 from imtranslate.compress import count_params, make_separable, prunable_layers, prune_channels  # noqa: E402
-from imtranslate.compress.prune import mark_compressed  # noqa: E402
-from imtranslate.compress.rounds import prune_in_rounds  # noqa: E402
+from imtranslate.prune.channels import mark_compressed  # noqa: E402
+from imtranslate.prune.rounds import prune_in_rounds  # noqa: E402
 from imtranslate.ops import crop_to, pad_to_multiple  # noqa: E402
 from imtranslate.tasks import get_task  # noqa: E402
 from imtranslate.train.stepping import build_task  # noqa: E402

@@ -196,8 +196,8 @@ def test_one_list_of_dataset_kinds():
     assert set(PAIRED_DATASETS) == set(DATASET_KINDS) - {"unpaired"}
 
 
-LAYERS = ["errors", "ops", "config", "weights", "data", "nets", "losses", "checkpoint_file", "tasks", "train", "infer",
-          "compress"]
+LAYERS = ["errors", "ops", "config", "weights", "data", "nets", "losses", "prune", "checkpoint_file", "tasks", "train",
+          "infer", "compress"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -217,7 +217,7 @@ def _imports(path: Path) -> set[str]:
 
 @pytest.mark.parametrize("layer", LAYERS)
 def test_layers_import_only_the_layers_below_them(layer):
-    """errors/ops -> config -> weights -> data -> nets -> losses -> checkpoint_file -> tasks -> train -> infer -> compress."""
+    """errors/ops -> config -> weights -> data -> nets -> losses -> prune -> checkpoint_file -> tasks -> train -> infer -> compress."""
     files = sorted((SRC / layer).rglob("*.py")) if (SRC / layer).is_dir() else [SRC / f"{layer}.py"]
     above = set(LAYERS[LAYERS.index(layer) + 1:])
     for f in files:

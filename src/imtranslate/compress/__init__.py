@@ -22,9 +22,9 @@ from ..config import merge, parse_overrides
 from ..errors import ConfigError
 from ..tasks import get_task, resolve
 from ..train.checkpoint import save_checkpoint
-from .prune import count_macs, count_params, latency_ms, prunable_layers, prune_channels
-from .rounds import RoundsResult, _fine_tune, measure_quality, parse_quality, prune_in_rounds
-from .separable import make_separable
+from ..prune.channels import count_macs, count_params, latency_ms, prunable_layers, prune_channels
+from ..prune.rounds import RoundsResult, _fine_tune, measure_quality, parse_quality, prune_in_rounds
+from ..prune.separable import make_separable
 
 __all__ = ["compress", "prune_in_rounds", "parse_quality", "prunable_layers", "prune_channels", "make_separable",
            "count_macs", "count_params", "latency_ms", "build_for_compression"]

@@ -32,7 +32,7 @@ import torch.nn as nn
 from .. import metrics
 from ..errors import ConfigError
 from ..losses.distill import DistillLoss, FeatureTaps, feature_layers, layer_channels
-from .prune import count_macs, count_params, latency_ms, mark_compressed, prunable_layers, prune_channels
+from .channels import count_macs, count_params, latency_ms, mark_compressed, prunable_layers, prune_channels
 
 QUALITY_METRICS = {"psnr": True, "ssim": True, "l1": False}  # name -> higher is better
 

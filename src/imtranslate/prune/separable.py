@@ -1,6 +1,6 @@
 """Depthwise-separable conversion (SPEC S4): each k x k conv becomes a depthwise k x k conv and a
 pointwise 1x1 conv (:class:`~imtranslate.nets.layers.SeparableConv2d`), initialised from the
-original weights and then distilled from the teacher (:func:`imtranslate.compress.rounds` does the
+original weights and then distilled from the teacher (:func:`imtranslate.prune.rounds` does the
 fine-tuning).
 
 Initialisation: for every input channel c the original filters ``W[:, c]`` (C_out x k*k) are
@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..nets.surgery import _set_module, can_be_separable, separable_like
-from .prune import mark_compressed
+from .channels import mark_compressed
 
 
 def convertible(net: nn.Module, min_channels: int = 8) -> list[str]:
