@@ -7,8 +7,9 @@ held-out quality, and dynamic vs fixed degradation coefficients. A script, not a
 Tables printed:
 
 1. **Speed at 512^2** (one face, batch 1, float32, torch.no_grad, median of repeats): ours (the
-   ``faceenhance_synthetic`` architecture), ours pruned (``imtranslate.compress`` rounds on the
-   trained checkpoint, the one implementation), and GFPGAN v1.3's architecture re-built here from
+   ``faceenhance_synthetic`` architecture), ours pruned (the same run with ``model.prune_rounds=3``:
+   channel reduction in rounds inside training, the code ``imtranslate compress`` drives; or,
+   with ``--compress-after``, ``imtranslate compress`` on the finished run), and GFPGAN v1.3's architecture re-built here from
    the paper's description with random weights: a U-Net of residual blocks (512 -> 4 px, widths
    from the StyleGAN2 table with channel multiplier 2) whose bottleneck goes through a linear layer
    to 16 style vectors of 512, and whose up path gives SFT scale / shift maps per resolution to a
@@ -170,7 +171,7 @@ def measure(name, ckpt, size, repeats) -> dict:
 # --------------------------------------------------------------------------------------------
 # Training runs and quality
 # --------------------------------------------------------------------------------------------
-def train_run(work: Path, name: str, steps: int, dynamic: bool, n_train: int) -> Path:
+def train_run(work: Path, name: str, steps: int, dynamic: bool, n_train: int, extra=()) -> Path:
     from imtranslate.tasks import load_config
     from imtranslate.train.loop import train
 
@@ -179,7 +180,7 @@ def train_run(work: Path, name: str, steps: int, dynamic: bool, n_train: int) ->
         f"model.adapt_every={max(1, steps // 12)}", f"data.synthetic.n_train={n_train}",
         f"data.synthetic.root={work / 'faces'}", f"data.synthetic.n_val={8 if n_train < 64 else 32}", "train.tensorboard=false", "train.progress=false",
         "train.image_every=0", f"train.val_every={steps}", f"train.ckpt_every={steps}", "train.device=cpu",
-        f"train.out_dir={work / 'runs'}"])
+        f"train.out_dir={work / 'runs'}", *extra])
     return train(cfg, run_dir=work / name, log=lambda m: None)
 
 
@@ -220,6 +221,11 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=0, help="training steps per run (0: 1200, quick 40)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--prune-rounds", type=int, default=3, help="model.prune_rounds of the pruned run")
+    ap.add_argument("--prune-ratio", type=float, default=0.25)
+    ap.add_argument("--prune-quality", default="psnr:30")
+    ap.add_argument("--compress-after", action="store_true",
+                    help="prune the finished dynamic run with imtranslate compress instead of inside training")
     ap.add_argument("--measure-one", default="", help=argparse.SUPPRESS)
     ap.add_argument("--ckpt", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -234,11 +240,18 @@ def main(argv=None) -> None:
     dyn = train_run(work, "dynamic", steps, True, n_train)
     fixed = train_run(work, "fixed", steps, False, n_train)
     ckpt = dyn / "checkpoints" / "last.safetensors"
-    from imtranslate.compress import compress
+    # the pruned model: the dynamic run again with channel reduction in rounds inside training
+    # (model.prune_rounds, SPEC S5): pruned after rounds 1..R of R + 1, the same steps in all
+    pruned = train_run(work, "pruned", steps, True, n_train,
+                       [f"model.prune_rounds={args.prune_rounds}", f"model.prune_ratio={args.prune_ratio}",
+                        f"model.prune_quality={args.prune_quality}"])
+    small = pruned / "checkpoints" / "last.safetensors"
+    if args.compress_after:  # the other way: imtranslate compress on the finished dynamic run
+        from imtranslate.compress import compress
 
-    small, table = compress(ckpt, work / "pruned.safetensors", ratio=0.25, rounds=1 if args.quick else 3,
-                            round_steps=2 if args.quick else 50, quality="psnr:28", latency_repeats=1,
-                            log=lambda m: None)
+        small, _ = compress(ckpt, work / "compressed.safetensors", ratio=args.prune_ratio,
+                            rounds=1 if args.quick else args.prune_rounds, round_steps=2 if args.quick else 50,
+                            quality=args.prune_quality, latency_repeats=1, log=lambda m: None)
     print(f"\n## Speed at {size}x{size} (batch 1, float32, CPU, median of {args.repeats})\n")
     print("| model | latency (s) | GMACs | params (M) | peak RSS (MB) |\n|---|---|---|---|---|")
     rows = [measure("ours", ckpt, size, args.repeats), measure("ours_pruned", small, size, args.repeats),

@@ -136,7 +136,7 @@ def test_cli_train_translate_eval(tmp_path, capsys):
 
 
 def test_a_pruning_round_shrinks_the_face_enhancer_and_keeps_it_runnable(tmp_path):
-    """Channel reduction in rounds is compress/rounds.py's (one implementation) on a faceenhance checkpoint."""
+    """Channel reduction in rounds after training: imtranslate compress (prune/rounds.py, one implementation)."""
     from imtranslate.checkpoint_file import load_generator
     from imtranslate.compress import compress, count_params
 
@@ -151,3 +151,79 @@ def test_a_pruning_round_shrinks_the_face_enhancer_and_keeps_it_runnable(tmp_pat
     with torch.no_grad():
         y = small(x)
     assert y.shape == x.shape and torch.isfinite(y).all()
+
+
+def _prune_over(tmp_path, steps, *extra):
+    return tiny_overrides("faceenhance", tmp_path, steps=steps) + [
+        "model.widths=[8,16,16]", "model.prune_rounds=2", "model.prune_ratio=0.25", *extra]
+
+
+def test_prune_rounds_inside_training_shrink_the_generator_and_rebuild_alone(tmp_path):
+    """model.prune_rounds: the run prunes after rounds 1 and 2 of 3 (steps 2 and 4 of 6) with the
+    compress code (imtranslate.prune.rounds), keeps training the smaller net, and its checkpoint
+    rebuilds alone; each round is in metrics.jsonl and the task state."""
+    import json
+
+    from imtranslate.checkpoint_file import load_generator
+    from imtranslate.prune import count_params
+
+    run = train(load_config(None, _prune_over(tmp_path, 6, "model.prune_quality=psnr:10")), run_dir=tmp_path / "run",
+                log=lambda m: None)
+    ckpt = run / "checkpoints" / "last.safetensors"
+    meta = read_meta(ckpt)
+    state = meta["task_state"]["prune"]
+    assert state["done"] == 2 and [r["step"] for r in state["table"]] == [2, 4]
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    pr = [r for r in recs if r["kind"] == "prune"]
+    assert [r["step"] for r in pr] == [2, 4] and pr[0]["macs"] < pr[0]["macs_before"] and pr[1]["macs"] < pr[0]["macs"]
+    assert pr[1]["params"] < pr[0]["params"] < pr[0]["params_before"]
+    assert any(r["kind"] == "val" and r["step"] == 4 for r in recs)  # held-out figures right after the cut
+    assert "surgery" in meta["nets"]["G"]["kwargs"]
+    G = load_generator(ckpt).net
+    fresh = build_net("face_enhancer", **{k: v for k, v in meta["nets"]["G"]["kwargs"].items() if k != "surgery"})
+    assert count_params(G) == pr[1]["params"] < count_params(fresh)
+    x = torch.rand(1, 3, 40, 36) * 2 - 1
+    with torch.no_grad():
+        assert G(x).shape == x.shape
+
+
+def test_a_cut_that_breaks_the_quality_index_is_held_back_and_its_ratio_halved(tmp_path):
+    """psnr:1000 cannot be met by any cut: nothing is cut, every layer's ratio is halved each round."""
+    from imtranslate.prune import count_params
+
+    run = train(load_config(None, _prune_over(tmp_path, 3, "model.prune_quality=psnr:1000")), run_dir=tmp_path / "r",
+                log=lambda m: None)
+    meta = read_meta(run / "checkpoints" / "last.safetensors")
+    state = meta["task_state"]["prune"]
+    assert state["done"] == 2 and set(state["ratios"].values()) == {0.0625}
+    assert all(len(r["held_back"]) == len(r["layers"]) > 0 for r in state["table"])
+    assert "surgery" not in meta["nets"]["G"]["kwargs"]
+
+
+def test_resume_across_a_pruning_round_is_the_uninterrupted_run(tmp_path):
+    """Checkpoint at step 3 (after the first cut, before the second): the resumed run prunes at
+    step 4 exactly as the uninterrupted one did, and ends with the same widths, weights and state."""
+    from safetensors.torch import load_file
+
+    over = _prune_over(tmp_path, 6, "model.prune_quality=psnr:10", "train.ckpt_every=3")
+    full = train(load_config(None, over), run_dir=tmp_path / "full", log=lambda m: None)
+    part = tmp_path / "part" / "checkpoints"
+    part.mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "step_00000003.safetensors", part / "last.safetensors")
+    shutil.copy(full / "config.yaml", tmp_path / "part" / "config.yaml")
+    assert read_meta(part / "last.safetensors")["task_state"]["prune"]["done"] == 1
+    resumed = train(None, resume=tmp_path / "part", log=lambda m: None)
+    a, b = (read_meta(r / "checkpoints" / "last.safetensors") for r in (full, resumed))
+    assert a["task_state"] == b["task_state"] and a["nets"] == b["nets"]
+    ta, tb = (load_file(r / "checkpoints" / "last.safetensors") for r in (full, resumed))
+    nets = [k for k in ta if k.startswith(("net/", "ema/"))]
+    assert nets and all(torch.equal(ta[k], tb[k]) for k in nets)
+
+
+def test_prune_options_are_checked():
+    from imtranslate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prune_ratio"):
+        load_config(None, ["task=faceenhance", "model.prune_rounds=2", "model.prune_ratio=1.5"])
+    with pytest.raises(ConfigError, match="quality index"):
+        load_config(None, ["task=faceenhance", "model.prune_rounds=2", "model.prune_quality=psnr"])

@@ -82,6 +82,10 @@ class RoundsResult:
     ratios: dict[str, float] = field(default_factory=dict)
 
 
+def _ms(row) -> str:
+    return "" if row["latency_ms"] is None else f"{row['latency_ms']:.1f} ms, "
+
+
 def _g_optimizer_key(task, G) -> str | None:
     ids = {id(p) for p in G.parameters()}
     for key, opt in task.optimizers.items():
@@ -125,13 +129,16 @@ def prune_in_rounds(task, teacher: nn.Module, inputs: list, batches, fwd, *, rat
                     round_steps: int = 50, quality: str | Quality = "psnr:30", target_macs: float = 0,
                     importance: str = "activation", lambda_distill: float = 10.0, lambda_feat: float = 1.0,
                     feature_layers_n: int = 4, lr: float = 1e-4, latency_repeats: int = 5, step0: int = 0,
-                    ratios: dict[str, float] | None = None, log=print) -> RoundsResult:
+                    ratios: dict[str, float] | None = None, check_whole: bool = True, log=print) -> RoundsResult:
     """Prune ``task``'s generator in rounds against ``teacher`` (see the module doc).
 
     ``inputs``: held-out network inputs (list of tensors); ``batches``: an iterator of training
     batches already on the device (``task.to_device``); ``fwd(G, A)``: the full-size output of
     ``G`` for input ``A`` (the task's ``translate``). ``ratios`` (layer -> ratio) continues an
-    earlier call. Returns the net (also put into the task), the per-round table and the ratios.
+    earlier call. ``check_whole=False`` keeps the passing cuts even if the fine-tuned whole breaks
+    the index (training goes on after the call and is the fine-tune: ``model.prune_rounds``,
+    :mod:`imtranslate.train.pruning`). Returns the net (also put into the task), the per-round
+    table and the ratios.
     """
     q = parse_quality(quality) if isinstance(quality, str) else quality
     if not 0 < ratio < 1:
@@ -149,12 +156,13 @@ def prune_in_rounds(task, teacher: nn.Module, inputs: list, batches, fwd, *, rat
 
     def row(r, net, qv, per_layer, held):
         return {"round": r, "macs": count_macs(net, example, fwd), "params": count_params(net),
-                "latency_ms": latency_ms(lambda: fwd(net, example), latency_repeats), "quality": qv,
+                "latency_ms": latency_ms(lambda: fwd(net, example), latency_repeats) if latency_repeats > 0 else None,
+                "quality": qv,
                 "layers": per_layer, "held_back": held}
 
     table = [row(0, G, measure_quality(G, t_outs, inputs, fwd, q), {}, [])]
     log(f"start: {table[0]['macs'] / 1e6:.1f} M MACs, {table[0]['params'] / 1e3:.1f} k params, "
-        f"{table[0]['latency_ms']:.1f} ms, {q.metric} {table[0]['quality']:.3f}; {len(layers)} prunable layers")
+        f"{_ms(table[0])}{q.metric} {table[0]['quality']:.3f}; {len(layers)} prunable layers")
     for r in range(1, rounds + 1):
         if target_macs and table[-1]["macs"] <= target_macs:
             log(f"target of {target_macs / 1e6:.1f} M MACs reached")
@@ -186,10 +194,11 @@ def prune_in_rounds(task, teacher: nn.Module, inputs: list, batches, fwd, *, rat
         prune_channels(cand, example, fwd, passing, importance)
         mark_compressed(cand)
         G = task.replace_net(key, cand)
-        _fine_tune(task, G, teacher, batches, round_steps, fwd, lambda_out=lambda_distill, lambda_feat=lambda_feat,
-                   n_feat=feature_layers_n, lr=lr, step0=step0 + (r - 1) * round_steps, log=log)
+        if round_steps > 0:
+            _fine_tune(task, G, teacher, batches, round_steps, fwd, lambda_out=lambda_distill, lambda_feat=lambda_feat,
+                       n_feat=feature_layers_n, lr=lr, step0=step0 + (r - 1) * round_steps, log=log)
         qv = measure_quality(G, t_outs, inputs, fwd, q)
-        if not q.passes(qv):  # 3. the whole breaks the index: back to before the round
+        if check_whole and not q.passes(qv):  # 3. the whole breaks the index: back to before the round
             log(f"round {r}: after fine-tuning {q.metric} {qv:.3f} breaks {q}; round undone, ratios of its layers halved")
             for n in passing:
                 ratios[n] /= 2
@@ -201,5 +210,5 @@ def prune_in_rounds(task, teacher: nn.Module, inputs: list, batches, fwd, *, rat
         table.append(row(r, G, qv, per_layer, held))
         t = table[-1]
         log(f"round {r}: cut {len(passing)} layers, held back {len(held)}; {t['macs'] / 1e6:.1f} M MACs, "
-            f"{t['params'] / 1e3:.1f} k params, {t['latency_ms']:.1f} ms, {q.metric} {qv:.3f}")
+            f"{t['params'] / 1e3:.1f} k params, {_ms(t)}{q.metric} {qv:.3f}")
     return RoundsResult(G, table, ratios)

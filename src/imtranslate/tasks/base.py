@@ -13,6 +13,7 @@ torchrun, fp16 loss scaling, Adam steps inside the backward pass), which gives t
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from typing import ClassVar
 
@@ -48,6 +49,7 @@ class Task:
         self.channels_last = use_channels_last(cfg.train, self.device)
         self.stepper = PlainStepper()  # the training loop attaches train.stepping.Stepper
         self._net_listeners: list = []  # called as f(key, net) when the task replaces a net
+        self.prune_state: dict = {}  # model.prune_rounds: ratios, rounds done, table (train/pruning.py)
         self.build()
         if self.channels_last:
             # NHWC lets oneDNN (CPU) and cuDNN (GPU) pick their fastest convolution kernels
@@ -110,23 +112,7 @@ class Task:
         missing = sorted(set(old_names.values()) - set(new_params))
         if missing:
             raise ValueError(f"replace_net({key!r}): the new net lacks parameters {missing[:3]}")
-        for okey, opt in list(self.optimizers.items()):
-            if not any(id(p) in old_names for g in opt.param_groups for p in g["params"]):
-                continue
-            groups, state = [], {}
-            for g in opt.param_groups:
-                params = []
-                for p in g["params"]:
-                    q = new_params[old_names[id(p)]] if id(p) in old_names else p
-                    st = opt.state.get(p)
-                    if st and q.shape == p.shape:
-                        state[q] = st
-                    params.append(q)
-                groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": params})
-            new_opt = type(opt)(groups, **opt.defaults)
-            for q, st in state.items():
-                new_opt.state[q] = st
-            self.optimizers[okey] = new_opt
+        self.swap_parameters({i: new_params[n] for i, n in old_names.items()})
         self.nets[key] = net
         self.net_specs[key] = {"name": name, "kwargs": dict(net.config)}
         for listener in self._net_listeners:
@@ -156,6 +142,27 @@ class Task:
     def build_dataset(cls, cfg: Config, split: str):
         """The dataset of ``split`` ("train" / "val"); items are dicts of tensors."""
         return build_dataset(cfg.data, split, seed=cfg.train.seed)
+
+    def swap_parameters(self, pairs: dict[int, nn.Parameter]) -> None:
+        """In every optimiser, put ``pairs[id(p)]`` in place of each parameter ``p`` it holds; Adam
+        moments are kept where the shape is unchanged and start afresh where it changed."""
+        for okey, opt in list(self.optimizers.items()):
+            if not any(id(p) in pairs for g in opt.param_groups for p in g["params"]):
+                continue
+            groups, state = [], {}
+            for g in opt.param_groups:
+                params = []
+                for p in g["params"]:
+                    q = pairs.get(id(p), p)
+                    st = opt.state.get(p)
+                    if st and q.shape == p.shape:
+                        state[q] = st
+                    params.append(q)
+                groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": params})
+            new_opt = type(opt)(groups, **opt.defaults)
+            for q, st in state.items():
+                new_opt.state[q] = st
+            self.optimizers[okey] = new_opt
 
     def validation_metrics(self, G: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
         """Per-image held-out metrics, name -> (B,); the loop averages them. Default: L1 / PSNR / SSIM."""
@@ -287,11 +294,23 @@ class Task:
     # ---- task state (besides nets and optimisers), saved in checkpoints, restored on resume --
     def state_dict(self) -> dict:
         """What the task owns besides nets and optimisers (e.g. degradation strengths that adapt
-        during training): JSON values and tensors. Restored exactly by ``--resume``."""
-        return {}
+        during training): JSON values and tensors. Restored exactly by ``--resume``. Subclasses
+        extend ``super().state_dict()``."""
+        return {"prune": copy.deepcopy(self.prune_state)} if self.prune_state else {}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`'s values (called on resume, after the nets are loaded)."""
+        self.prune_state = copy.deepcopy(state.get("prune", {}))
+
+    # ---- channel reduction while training (SPEC S5; train/pruning.py) ------------------------
+    def prune_options(self) -> dict | None:
+        """``{"rounds", "ratio", "quality", "importance"}`` when the model config asks to prune the
+        generator between training rounds (``model.prune_rounds > 0``), else None."""
+        rounds = int(getattr(self.m, "prune_rounds", 0) or 0)
+        if rounds <= 0:
+            return None
+        return {"rounds": rounds, "ratio": float(self.m.prune_ratio), "quality": str(self.m.prune_quality),
+                "importance": str(getattr(self.m, "prune_importance", "activation"))}
 
     # ---- extra state saved in checkpoints (e.g. stage, cluster centres) --------------------
     def extra_tensors(self) -> dict[str, torch.Tensor]:

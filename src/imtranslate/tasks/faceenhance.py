@@ -82,6 +82,11 @@ class FaceEnhanceConfig:
     lambda_identity: float = 0.1
     teacher: str = ""  # a faceenhance checkpoint to distil from ("" = none)
     lambda_distill: float = 1.0  # output + decoder-feature distillation from the teacher
+    # ---- channel reduction in rounds while training (SPEC S5; train/pruning.py, docs/FACE.md)
+    prune_rounds: int = 0  # 0: off; R: the run trains in R + 1 rounds with a pruning round after each of the first R
+    prune_ratio: float = 0.25  # share of each conv layer's channels cut per round (halved for a layer that fails)
+    prune_quality: str = "psnr:30"  # each cut alone vs the net before the cut on held-out faces: psnr:DB | ssim:X | l1:X
+    prune_importance: Literal["activation", "l2"] = "activation"  # which channels go first
 
 
 class _HeldOut(Dataset):
@@ -153,6 +158,13 @@ class FaceEnhanceTask(Task):
         bad = [n for n in m.perceptual_layers if n not in LAYER_NAMES]
         if bad:
             raise ConfigError(f"model.perceptual_layers: {bad} are not VGG-19 layers")
+        if m.prune_rounds < 0 or not 0 < m.prune_ratio < 1:
+            raise ConfigError(f"model.prune_rounds must be >= 0 and model.prune_ratio in (0, 1), got "
+                              f"{m.prune_rounds} and {m.prune_ratio}")
+        if m.prune_rounds:
+            from ..prune.rounds import parse_quality
+
+            parse_quality(m.prune_quality)
         if d.crop_size and d.crop_size % (2 ** (len(m.widths) - 1)):
             raise ConfigError(f"data.crop_size={d.crop_size} must be a multiple of 2**(len(model.widths) - 1) = "
                               f"{2 ** (len(m.widths) - 1)}")
@@ -238,8 +250,27 @@ class FaceEnhanceTask(Task):
             self.teacher = T.eval().requires_grad_(False)
             self.distill = DistillLoss(G.feature_channels(), T.feature_channels()).to(self.device)
             params += list(self.distill.parameters())
+            self._net_listeners.append(self._follow_generator)
         self.add_optimizer("G", params, self.cfg.train.lr_g)
         self.add_optimizer("D", D.parameters(), self.cfg.train.lr_d)
+
+    def _follow_generator(self, key: str, G) -> None:
+        """G was rebuilt with other widths (pruned): adapters to the teacher's features follow;
+        an adapter whose student width is unchanged keeps its weights and Adam moments."""
+        if key != "G":
+            return
+        new = DistillLoss(G.feature_channels(), self.teacher.feature_channels()).to(self.device)
+        pairs, added = {}, []
+        for a_old, a_new in zip(self.distill.adapters, new.adapters):
+            old_p, new_p = list(a_old.parameters()), list(a_new.parameters())
+            if [p.shape for p in old_p] == [p.shape for p in new_p]:
+                a_new.load_state_dict(a_old.state_dict())
+            pairs.update({id(o): n for o, n in zip(old_p, new_p)})
+            added += new_p[len(old_p):]  # an identity adapter (equal widths) became a 1x1 conv
+        self.distill = new
+        self.swap_parameters(pairs)
+        if added:
+            self.optimizers["G"].add_param_group({"params": added})
 
     # ---- the step -------------------------------------------------------------------------------
     def train_step(self, batch: dict, step: int) -> dict[str, float]:
@@ -316,10 +347,11 @@ class FaceEnhanceTask(Task):
 
     # ---- task state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"coefficients": list(self.coefficients), "last_factor": self.last_factor,
+        return {**super().state_dict(), "coefficients": list(self.coefficients), "last_factor": self.last_factor,
                 "history": [list(h) for h in self.history]}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         if "coefficients" in state:
             if len(state["coefficients"]) != len(self.coefficients):
                 raise ConfigError(f"the checkpoint has {len(state['coefficients'])} degradation coefficients, the "

@@ -14,9 +14,14 @@ class EMA:
     """
 
     def __init__(self, net: nn.Module, decay: float = 0.999, start: int = 0):
-        self.net = net
         self.decay = decay
         self.start = start
+        self.follow(net)
+
+    def follow(self, net: nn.Module) -> None:
+        """Average ``net`` from now on, starting from its current weights (the net was rebuilt,
+        e.g. pruned: the old average has other shapes)."""
+        self.net = net
         self.module = copy.deepcopy(net).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

@@ -302,10 +302,9 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
     # ---- EMA, state
     ema = EMA(task.generator, t.ema_decay, t.ema_start) if t.ema_decay > 0 else None
 
-    def follow_net(key, net) -> None:  # the task rebuilt a net (e.g. pruned): the EMA follows
-        nonlocal ema
+    def follow_net(key, net) -> None:  # the task rebuilt a net (e.g. pruned): the EMA follows, in place
         if ema is not None and key == task.generator_key:
-            ema = EMA(net, t.ema_decay, t.ema_start)
+            ema.follow(net)
 
     task._net_listeners.append(follow_net)
     distiller = None
@@ -317,6 +316,11 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
             raise ConfigError("train.distill_from runs in a single process (its update is not all-reduced)")
         distiller = Distiller(task, t.distill_from, t.lambda_distill, t.lambda_distill_feat)
         task._net_listeners.append(distiller.follow)
+    pruner = None
+    if task.prune_options():  # model.prune_rounds: channel reduction between training rounds (SPEC S5)
+        from .pruning import RoundPruner
+
+        pruner = RoundPruner(task, val_loader, t.steps, world)
     step = 0
     if ckpt_path is not None:
         step = restore_training_state(ckpt_path, task, ema)
@@ -380,6 +384,20 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
         log(f"step {s}: held-out " + "  ".join(f"{k} {v:.4g}" for k, v in res.items()))
         return res
 
+    def prune_round(s: int) -> None:
+        row = pruner.run(s, bar.write)
+        rec = {"step": s, "kind": "prune", "round": row["round"], "macs": row["macs"], "params": row["params"],
+               "macs_before": row["macs_before"], "params_before": row["params_before"], "quality": row["quality"],
+               "held_back": len(row["held_back"]), "cut": len(row["layers"]) - len(row["held_back"])}
+        jlog.write(rec)
+        if writer:
+            for k in ("macs", "params", "quality"):
+                writer.add_scalar(f"prune/{k}", row[k], s)
+        bar.write(f"step {s}: pruning round {row['round']}: {rec['cut']} layers cut, {rec['held_back']} held back; "
+                  f"MACs {row['macs_before'] / 1e6:.1f} M -> {row['macs'] / 1e6:.1f} M, parameters "
+                  f"{row['params_before'] / 1e3:.1f} k -> {row['params'] / 1e3:.1f} k")
+        run_validation(s)
+
     if step == 0:
         run_validation(0)  # the untrained model's figures, the baseline every run is judged against
 
@@ -411,6 +429,8 @@ def train(cfg: Config | None, *, resume=None, overrides=None, steps: int | None 
                         train_ds.set_epoch(epoch)
                     it = iter(loader)
                     continue
+                if pruner is not None and pruner.due(step):
+                    prune_round(step)
                 msg = task.on_step_start(step)
                 if msg:
                     bar.write(f"step {step}: {msg}")
