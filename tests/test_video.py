@@ -486,3 +486,44 @@ def test_cuts_between_drawings_are_detected_though_their_colours_stay():
         frames = [np.asarray(f) for f in make_clip(seed, n_frames=8, size=64, cuts=(4,)).contour]
         cuts = [t for t in range(1, 8) if is_scene_cut(frames[t - 1], frames[t])]
         assert cuts == [4], (seed, [round(scene_cut_score(frames[t - 1], frames[t]), 3) for t in range(1, 8)])
+
+
+def test_flow_smooth_computes_the_flow_on_blurred_frames():
+    from imtranslate.data.synthetic_video import make_clip
+    from imtranslate.infer.flow import flow_guide, is_drawing
+
+    c = make_clip(0, 3, 32, split="test")
+    assert is_drawing(c.contour[0]) and not is_drawing(c.photo[0])
+    g = flow_guide(c.contour[0], 2.0)
+    assert g.dtype == np.uint8 and g.shape == (32, 32) and 0 < g.std() < np.asarray(c.contour[0], np.float32).std()
+    vt = VideoTranslator(lambda f: f, flow="dis-fast", flow_smooth=2.0)
+    a, b = vt.flow_frames(c.contour[0], c.contour[1])
+    assert np.array_equal(a, g) and np.array_equal(b, flow_guide(c.contour[1], 2.0))
+    bw, valid = vt.flow_and_mask(c.contour[0], c.contour[1])  # the flow of the blurred pair
+    fw_ref, bw_ref = build_flow("dis-fast").estimate_both(a, b)
+    assert np.allclose(bw, bw_ref) and np.array_equal(valid, ~occlusion_mask(fw_ref, bw_ref, a, b))
+    # auto: drawings blurred by 2 px, photos untouched (so their output is exactly as with 0)
+    auto = VideoTranslator(lambda f: f, flow="dis-fast", flow_smooth="auto")
+    assert np.array_equal(auto.flow_frames(c.contour[0], c.contour[1])[0], g)
+    assert auto.flow_frames(c.photo[0], c.photo[1])[0] is c.photo[0]
+    outs = [list(VideoTranslator(Flicker(), flow="dis-fast", flow_smooth=s).translate_frames(c.photo))
+            for s in ("auto", 0)]
+    assert all(np.array_equal(x, y) for x, y in zip(*outs))
+    for bad in (-1, "blur", float("nan")):
+        with pytest.raises(ConfigError, match="flow smoothing"):
+            VideoTranslator(Flicker(), flow_smooth=bad)
+
+
+def test_cli_video_flow_smooth(tmp_path, contour_ckpt, capsys):
+    frames, _ = shift_clip(n=4, h=32, w=32)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), f[..., ::-1])
+    assert main(["video", str(contour_ckpt), str(folder), "-o", str(tmp_path / "out"), "--quiet",
+                 "--flow", "dis-fast", "--flow-smooth", "auto"]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4
+    assert main(["video", str(contour_ckpt), str(folder), "-o", str(tmp_path / "o2"), "--quiet",
+                 "--flow-smooth", "lots"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "flow smoothing" in err and "Traceback" not in err

@@ -151,7 +151,8 @@ def cmd_video(args) -> None:
 
     vt = VideoTranslator.from_checkpoint(args.checkpoint, device=args.device, use_ema=not args.no_ema,
                                          batch_size=args.batch_size, flow=args.flow, temporal=args.temporal,
-                                         scene_cut_threshold=args.scene_cut, raft_weights=args.raft_weights)
+                                         scene_cut_threshold=args.scene_cut, raft_weights=args.raft_weights,
+                                         flow_smooth=args.flow_smooth)
     result = vt.translate_video(args.input, args.output, report=args.report, progress=not args.quiet,
                                 lossless=args.lossless, yuv444=args.yuv444, fps=args.fps)
     print(format_report(result))
@@ -475,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flow", default="dis-medium", help="dis-ultrafast | dis-fast | dis-medium (default) | farneback | raft")
     p.add_argument("--temporal", type=float, default=0.9, help="blend strength in [0, 1): 0 = per-frame (default 0.9)")
     p.add_argument("--scene-cut", type=float, default=0.5, help="scene-cut threshold in [0, 1] (1 = never reset)")
+    p.add_argument("--flow-smooth", default="0", metavar="SIGMA|auto",
+                   help="blur (px) of the frames the flow is computed on (default 0 = none; auto = 2 px for "
+                        "line drawings only); see docs/VIDEO.md")
     p.add_argument("--lossless", action="store_true", help="bit-exact RGB video (large; for measuring)")
     p.add_argument("--yuv444", action="store_true", help="full-resolution colour instead of 4:2:0")
     p.add_argument("--fps", type=float, default=None, help="frame rate of a frame-folder input (default 25)")
