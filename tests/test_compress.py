@@ -221,6 +221,35 @@ def test_int8_model_runs_within_its_tolerance(tmp_path, pix2pix_ckpt):
     y = s.run(None, {"A": np.random.default_rng(0).uniform(-1, 1, (1, c, 37, 45)).astype(np.float32)})[0]
     assert y.shape == (1, 3, 37, 45) and np.isfinite(y).all()
     assert any("QuantizeLinear" == n.op_type for n in __import__("onnx").load(str(tmp_path / "q.int8.onnx")).graph.node)
+    # the measured defaults (compress/quantize.py): QOperator U8S8, only Conv quantised, percentile calibration
+    assert row["settings"] == {"format": "qoperator", "activations": "uint8", "weights": "int8", "per_channel": True,
+                               "op_types": ["Conv"], "calibration": "percentile"}
+    ops = [n.op_type for n in __import__("onnx").load(str(tmp_path / "q.int8.onnx")).graph.node]
+    assert "QLinearConv" in ops and "Conv" not in ops and "ConvTranspose" in ops  # ConvTranspose: no int8 kernel
+
+
+def test_int8_settings_change_the_graph_and_bad_ones_are_a_clear_error(tmp_path, pix2pix_ckpt):
+    """QDQ keeps float ops between QuantizeLinear / DequantizeLinear pairs; op_types=None also
+    quantises the ConvTranspose layers; an unknown setting is an ExportError naming the file."""
+    import onnx
+
+    from imtranslate.compress.quantize import quantize_onnx
+    from imtranslate.infer.export import ExportError, export_onnx
+
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(pix2pix_ckpt, fp32, log=lambda m: None)
+    c = onnx.load(str(fp32)).graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    x = [np.random.default_rng(i).uniform(-1, 1, (1, c, 32, 32)).astype(np.float32) for i in range(3)]
+    res = quantize_onnx(fp32, tmp_path / "qdq.onnx", x, fmt="qdq", activations="int8", op_types=None,
+                        calibration_method="minmax", min_psnr=0, log=lambda m: None)
+    g = onnx.load(str(res["path"])).graph
+    weights_dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    convt = [n for n in g.node if n.op_type == "ConvTranspose"]
+    assert convt and all(n.input[1] in weights_dq for n in convt)  # ConvTranspose weights quantised too
+    assert "QLinearConv" not in {n.op_type for n in g.node}
+    assert res["settings"]["format"] == "qdq" and res["settings"]["op_types"] == "all"
+    with pytest.raises(ExportError, match="bad.onnx.*calibration_method='median'"):
+        quantize_onnx(fp32, tmp_path / "bad.onnx", x, calibration_method="median")
 
 
 def test_bad_quality_index_is_a_clear_error(pix2pix_ckpt, tmp_path, capsys):

@@ -155,7 +155,7 @@ def compress(ckpt, out, *, ratio: float = 0.25, rounds: int = 3, round_steps: in
 def _int8(out: Path, inputs, batches, min_psnr, repeats, log) -> dict:
     """Export ``out`` to ONNX, quantise it calibrated on training inputs, check it, time both."""
     from ..infer.export import export_onnx
-    from .quantize import ort_latency_ms, quantize_onnx
+    from .quantize import ort_latencies_ms, quantize_onnx
 
     fp32 = out.with_suffix(".onnx")
     export_onnx(out, fp32, use_ema=False, log=log)
@@ -163,12 +163,11 @@ def _int8(out: Path, inputs, batches, min_psnr, repeats, log) -> dict:
     calib = [a[i:i + 1] for a in calib for i in range(a.shape[0])][:16]
     check = [a.cpu().numpy() for a in inputs]
     res = quantize_onnx(fp32, out.with_suffix(".int8.onnx"), calib, check, min_psnr=min_psnr, log=log)
-    t32 = ort_latency_ms(fp32, check[0], repeats)
-    t8 = ort_latency_ms(res["path"], check[0], repeats)
+    t32, t8 = ort_latencies_ms([fp32, res["path"]], check[0], repeats)  # interleaved: the ratio holds under load
     log(f"int8: {res['path'].name}, onnxruntime {t8:.1f} ms vs fp32 {t32:.1f} ms ({t32 / t8:.2f}x)")
     return {"round": "int8", "onnx_fp32": str(fp32.name), "onnx_int8": str(res["path"].name),
             "latency_ms": t8, "latency_fp32_onnx_ms": t32, "psnr_vs_fp32": res["psnr_vs_fp32"],
-            "tolerance_psnr": min_psnr}
+            "tolerance_psnr": min_psnr, "settings": res["settings"]}
 
 
 class _CallableModule(type(__import__("sys"))):
