@@ -179,7 +179,7 @@ def pix2pix_ckpt(tmp_path_factory):
 def test_cli_compress_then_translate_eval_export_tile_and_video(tmp_path, pix2pix_ckpt, capsys):
     small = tmp_path / "small.safetensors"
     assert main(["compress", str(pix2pix_ckpt), "-o", str(small), "--rounds", "1", "--round-steps", "1",
-                 "--quality", "psnr:10", "--separable", "--json", str(tmp_path / "t.json")]) == 0
+                 "--quality", "psnr:10", "--separable", "--ratio-by", "pixels", "--json", str(tmp_path / "t.json")]) == 0
     text = capsys.readouterr().out
     assert "| round | MACs (M)" in text and "| separable |" in text and f"wrote {small}" in text
     from imtranslate.checkpoint_file import load_generator, read_meta
@@ -188,6 +188,9 @@ def test_cli_compress_then_translate_eval_export_tile_and_video(tmp_path, pix2pi
     assert G.config["surgery"]["shapes"] and G.config["surgery"]["separable"]
     table = read_meta(small)["compress"]["table"]
     assert table[1]["params"] < table[0]["params"]
+    # --ratio-by pixels: the outermost (full-resolution) layer is cut harder than any other
+    cuts = {n: r["cut"] / r["width"] for n, r in table[1]["layers"].items()}
+    assert cuts["downs.0.0"] == max(cuts.values()) > 0.25 and min(cuts.values()) < 0.25
     img = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 45, 3), dtype=np.uint8)).save(img)
     assert main(["translate", str(small), str(img), "-o", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
@@ -275,3 +278,32 @@ def test_distillation_through_the_config_trains_towards_the_teacher(tmp_path, pi
     with pytest.raises(Exception, match="distill_from"):
         train(load_config(None, tiny_overrides("multires", tmp_path, steps=1) + [f"train.distill_from={pix2pix_ckpt}"]),
               log=lambda m: None)
+
+
+def test_ratio_by_macs_or_pixels_cuts_the_costly_layers_harder(tmp_path):
+    """--ratio-by: a layer's starting ratio is --ratio times its cost over the mean cost (MACs or
+    conv output pixels that cutting one of its channels saves, measured on a copy), capped at 0.75;
+    on a U-Net the outer, high-resolution layers cost the most pixels, and an unknown mode is a
+    clear error."""
+    from imtranslate.errors import ConfigError
+    from imtranslate.prune.channels import count_macs
+    from imtranslate.prune.rounds import MAX_RATIO, layer_costs, starting_ratios
+
+    task, cfg, G, A, fwd = _generator(tmp_path, "unet")
+    layers = prunable_layers(G, A, fwd)
+    assert starting_ratios(G, A, fwd, layers, 0.3, "uniform") == {l.name: 0.3 for l in layers}
+    macs = layer_costs(G, A, fwd, layers, "macs")
+    l0 = layers[0]  # checked by hand: a one-channel cut on a copy saves cost / width MACs
+    trial = copy.deepcopy(G)
+    prune_channels(trial, A, fwd, {l0.name: 1})
+    assert macs[l0.name] == (count_macs(G, A, fwd) - count_macs(trial, A, fwd)) * l0.channels > 0
+    for by in ("macs", "pixels"):
+        cost, r = layer_costs(G, A, fwd, layers, by), starting_ratios(G, A, fwd, layers, 0.3, by)
+        mean = sum(cost.values()) / len(cost)
+        assert all(r[n] == pytest.approx(min(MAX_RATIO, 0.3 * cost[n] / mean)) for n in cost)
+        assert len(set(r.values())) > 1 and max(r.values()) <= MAX_RATIO
+    pixels = layer_costs(G, A, fwd, layers, "pixels")
+    outer, inner = "downs.0.0", max(layers, key=lambda l: int(l.name.split(".")[1]) if l.name.startswith("downs") else -1)
+    assert pixels[outer] > pixels[inner.name]  # high resolution first
+    with pytest.raises(ConfigError, match="--ratio-by 'flops'"):
+        starting_ratios(G, A, fwd, layers, 0.3, "flops")

@@ -107,7 +107,7 @@ def compress(ckpt, out, *, ratio: float = 0.25, rounds: int = 3, round_steps: in
              target_macs: float = 0, importance: str = "activation", separable: bool = False, separable_steps: int = 0,
              int8: bool = False, int8_min_psnr: float = 30.0, overrides=(), lambda_distill: float = 10.0,
              lambda_feat: float = 1.0, lr: float = 1e-4, device="cpu", latency_repeats: int = 5,
-             log=print) -> tuple[Path, list[dict]]:
+             ratio_by: str = "uniform", log=print) -> tuple[Path, list[dict]]:
     """Prune ``ckpt``'s generator in rounds (then optionally make it separable and write an int8
     ONNX file); write the result to ``out``. Returns ``(out, table)``; each table row has the
     round, MACs, params, latency (ms, median), quality against the teacher, per-layer checks and the
@@ -119,7 +119,7 @@ def compress(ckpt, out, *, ratio: float = 0.25, rounds: int = 3, round_steps: in
         res = prune_in_rounds(task, teacher, inputs, batches, fwd, ratio=ratio, rounds=rounds, round_steps=round_steps,
                               quality=q, target_macs=target_macs, importance=importance,
                               lambda_distill=lambda_distill, lambda_feat=lambda_feat, lr=lr, step0=step0,
-                              latency_repeats=latency_repeats, log=log)
+                              latency_repeats=latency_repeats, ratio_by=ratio_by, log=log)
     else:
         G = task.generator.eval()
         res = RoundsResult(G, [{"round": 0, "macs": count_macs(G, inputs[0], fwd), "params": count_params(G),
