@@ -243,8 +243,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.quick:  # tiny nets gain nothing from threads; on a loaded machine they lose
+        torch.set_num_threads(args.threads or 1)
     if args.quick:
         args.repeats = max(1, min(args.repeats, 2))
     names = [n for n in (args.only.split(",") if args.only else MODELS)]
