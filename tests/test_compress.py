@@ -179,7 +179,7 @@ def pix2pix_ckpt(tmp_path_factory):
 def test_cli_compress_then_translate_eval_export_tile_and_video(tmp_path, pix2pix_ckpt, capsys):
     small = tmp_path / "small.safetensors"
     assert main(["compress", str(pix2pix_ckpt), "-o", str(small), "--rounds", "1", "--round-steps", "1",
-                 "--quality", "psnr:10", "--separable", "--json", str(tmp_path / "t.json")]) == 0
+                 "--quality", "psnr:10", "--separable", "--ratio-by", "pixels", "--json", str(tmp_path / "t.json")]) == 0
     text = capsys.readouterr().out
     assert "| round | MACs (M)" in text and "| separable |" in text and f"wrote {small}" in text
     from imtranslate.checkpoint_file import load_generator, read_meta
@@ -188,6 +188,9 @@ def test_cli_compress_then_translate_eval_export_tile_and_video(tmp_path, pix2pi
     assert G.config["surgery"]["shapes"] and G.config["surgery"]["separable"]
     table = read_meta(small)["compress"]["table"]
     assert table[1]["params"] < table[0]["params"]
+    # --ratio-by pixels: the outermost (full-resolution) layer is cut harder than any other
+    cuts = {n: r["cut"] / r["width"] for n, r in table[1]["layers"].items()}
+    assert cuts["downs.0.0"] == max(cuts.values()) > 0.25 and min(cuts.values()) < 0.25
     img = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (37, 45, 3), dtype=np.uint8)).save(img)
     assert main(["translate", str(small), str(img), "-o", str(tmp_path / "out"), "--quiet", "--device", "cpu"]) == 0
@@ -221,6 +224,35 @@ def test_int8_model_runs_within_its_tolerance(tmp_path, pix2pix_ckpt):
     y = s.run(None, {"A": np.random.default_rng(0).uniform(-1, 1, (1, c, 37, 45)).astype(np.float32)})[0]
     assert y.shape == (1, 3, 37, 45) and np.isfinite(y).all()
     assert any("QuantizeLinear" == n.op_type for n in __import__("onnx").load(str(tmp_path / "q.int8.onnx")).graph.node)
+    # the measured defaults (compress/quantize.py): QOperator U8S8, only Conv quantised, percentile calibration
+    assert row["settings"] == {"format": "qoperator", "activations": "uint8", "weights": "int8", "per_channel": True,
+                               "op_types": ["Conv"], "calibration": "percentile"}
+    ops = [n.op_type for n in __import__("onnx").load(str(tmp_path / "q.int8.onnx")).graph.node]
+    assert "QLinearConv" in ops and "Conv" not in ops and "ConvTranspose" in ops  # ConvTranspose: no int8 kernel
+
+
+def test_int8_settings_change_the_graph_and_bad_ones_are_a_clear_error(tmp_path, pix2pix_ckpt):
+    """QDQ keeps float ops between QuantizeLinear / DequantizeLinear pairs; op_types=None also
+    quantises the ConvTranspose layers; an unknown setting is an ExportError naming the file."""
+    import onnx
+
+    from imtranslate.compress.quantize import quantize_onnx
+    from imtranslate.infer.export import ExportError, export_onnx
+
+    fp32 = tmp_path / "m.onnx"
+    export_onnx(pix2pix_ckpt, fp32, log=lambda m: None)
+    c = onnx.load(str(fp32)).graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    x = [np.random.default_rng(i).uniform(-1, 1, (1, c, 32, 32)).astype(np.float32) for i in range(3)]
+    res = quantize_onnx(fp32, tmp_path / "qdq.onnx", x, fmt="qdq", activations="int8", op_types=None,
+                        calibration_method="minmax", min_psnr=0, log=lambda m: None)
+    g = onnx.load(str(res["path"])).graph
+    weights_dq = {n.output[0] for n in g.node if n.op_type == "DequantizeLinear"}
+    convt = [n for n in g.node if n.op_type == "ConvTranspose"]
+    assert convt and all(n.input[1] in weights_dq for n in convt)  # ConvTranspose weights quantised too
+    assert "QLinearConv" not in {n.op_type for n in g.node}
+    assert res["settings"]["format"] == "qdq" and res["settings"]["op_types"] == "all"
+    with pytest.raises(ExportError, match="bad.onnx.*calibration_method='median'"):
+        quantize_onnx(fp32, tmp_path / "bad.onnx", x, calibration_method="median")
 
 
 def test_bad_quality_index_is_a_clear_error(pix2pix_ckpt, tmp_path, capsys):
@@ -246,3 +278,32 @@ def test_distillation_through_the_config_trains_towards_the_teacher(tmp_path, pi
     with pytest.raises(Exception, match="distill_from"):
         train(load_config(None, tiny_overrides("multires", tmp_path, steps=1) + [f"train.distill_from={pix2pix_ckpt}"]),
               log=lambda m: None)
+
+
+def test_ratio_by_macs_or_pixels_cuts_the_costly_layers_harder(tmp_path):
+    """--ratio-by: a layer's starting ratio is --ratio times its cost over the mean cost (MACs or
+    conv output pixels that cutting one of its channels saves, measured on a copy), capped at 0.75;
+    on a U-Net the outer, high-resolution layers cost the most pixels, and an unknown mode is a
+    clear error."""
+    from imtranslate.errors import ConfigError
+    from imtranslate.prune.channels import count_macs
+    from imtranslate.prune.rounds import MAX_RATIO, layer_costs, starting_ratios
+
+    task, cfg, G, A, fwd = _generator(tmp_path, "unet")
+    layers = prunable_layers(G, A, fwd)
+    assert starting_ratios(G, A, fwd, layers, 0.3, "uniform") == {l.name: 0.3 for l in layers}
+    macs = layer_costs(G, A, fwd, layers, "macs")
+    l0 = layers[0]  # checked by hand: a one-channel cut on a copy saves cost / width MACs
+    trial = copy.deepcopy(G)
+    prune_channels(trial, A, fwd, {l0.name: 1})
+    assert macs[l0.name] == (count_macs(G, A, fwd) - count_macs(trial, A, fwd)) * l0.channels > 0
+    for by in ("macs", "pixels"):
+        cost, r = layer_costs(G, A, fwd, layers, by), starting_ratios(G, A, fwd, layers, 0.3, by)
+        mean = sum(cost.values()) / len(cost)
+        assert all(r[n] == pytest.approx(min(MAX_RATIO, 0.3 * cost[n] / mean)) for n in cost)
+        assert len(set(r.values())) > 1 and max(r.values()) <= MAX_RATIO
+    pixels = layer_costs(G, A, fwd, layers, "pixels")
+    outer, inner = "downs.0.0", max(layers, key=lambda l: int(l.name.split(".")[1]) if l.name.startswith("downs") else -1)
+    assert pixels[outer] > pixels[inner.name]  # high resolution first
+    with pytest.raises(ConfigError, match="--ratio-by 'flops'"):
+        starting_ratios(G, A, fwd, layers, 0.3, "flops")

@@ -265,7 +265,8 @@ def cmd_compress(args) -> None:
     out, table = compress(args.checkpoint, args.output, ratio=args.ratio, rounds=args.rounds,
                           round_steps=args.round_steps, quality=args.quality, target_macs=args.target_macs,
                           importance=args.importance, separable=args.separable, int8=args.int8,
-                          int8_min_psnr=args.int8_min_psnr, overrides=args.overrides, device=args.device)
+                          int8_min_psnr=args.int8_min_psnr, overrides=args.overrides, device=args.device,
+                          ratio_by=args.ratio_by)
     print_compress_table(table, args.quality)
     if args.json:
         Path(args.json).write_text(json.dumps(table, indent=1, default=str))
@@ -567,7 +568,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quality index against the unpruned net on held-out inputs: psnr:DB, ssim:X or l1:X")
     p.add_argument("--target-macs", type=float, default=0, help="stop once the MACs are at most this (0 = no target)")
     p.add_argument("--importance", default="activation", choices=["l2", "activation", "bn"],
-                   help="channel ranking: filter L2 norm (default), mean activation, or batch-norm scale")
+                   help="channel ranking: mean activation (default), filter L2 norm, or batch-norm scale")
+    p.add_argument("--ratio-by", default="uniform", choices=["uniform", "macs", "pixels"],
+                   help="starting ratio per layer: the same (default), or scaled by the layer's share of the MACs "
+                        "or of the activation pixels (capped at 0.75)")
     p.add_argument("--separable", action="store_true", help="then make k x k convs depthwise + pointwise, distilled")
     p.add_argument("--int8", action="store_true", help="also write OUT.int8.onnx (static int8, onnxruntime)")
     p.add_argument("--int8-min-psnr", type=float, default=30.0,

@@ -107,7 +107,7 @@ def compress(ckpt, out, *, ratio: float = 0.25, rounds: int = 3, round_steps: in
              target_macs: float = 0, importance: str = "activation", separable: bool = False, separable_steps: int = 0,
              int8: bool = False, int8_min_psnr: float = 30.0, overrides=(), lambda_distill: float = 10.0,
              lambda_feat: float = 1.0, lr: float = 1e-4, device="cpu", latency_repeats: int = 5,
-             log=print) -> tuple[Path, list[dict]]:
+             ratio_by: str = "uniform", log=print) -> tuple[Path, list[dict]]:
     """Prune ``ckpt``'s generator in rounds (then optionally make it separable and write an int8
     ONNX file); write the result to ``out``. Returns ``(out, table)``; each table row has the
     round, MACs, params, latency (ms, median), quality against the teacher, per-layer checks and the
@@ -119,7 +119,7 @@ def compress(ckpt, out, *, ratio: float = 0.25, rounds: int = 3, round_steps: in
         res = prune_in_rounds(task, teacher, inputs, batches, fwd, ratio=ratio, rounds=rounds, round_steps=round_steps,
                               quality=q, target_macs=target_macs, importance=importance,
                               lambda_distill=lambda_distill, lambda_feat=lambda_feat, lr=lr, step0=step0,
-                              latency_repeats=latency_repeats, log=log)
+                              latency_repeats=latency_repeats, ratio_by=ratio_by, log=log)
     else:
         G = task.generator.eval()
         res = RoundsResult(G, [{"round": 0, "macs": count_macs(G, inputs[0], fwd), "params": count_params(G),
@@ -155,7 +155,7 @@ def compress(ckpt, out, *, ratio: float = 0.25, rounds: int = 3, round_steps: in
 def _int8(out: Path, inputs, batches, min_psnr, repeats, log) -> dict:
     """Export ``out`` to ONNX, quantise it calibrated on training inputs, check it, time both."""
     from ..infer.export import export_onnx
-    from .quantize import ort_latency_ms, quantize_onnx
+    from .quantize import ort_latencies_ms, quantize_onnx
 
     fp32 = out.with_suffix(".onnx")
     export_onnx(out, fp32, use_ema=False, log=log)
@@ -163,12 +163,11 @@ def _int8(out: Path, inputs, batches, min_psnr, repeats, log) -> dict:
     calib = [a[i:i + 1] for a in calib for i in range(a.shape[0])][:16]
     check = [a.cpu().numpy() for a in inputs]
     res = quantize_onnx(fp32, out.with_suffix(".int8.onnx"), calib, check, min_psnr=min_psnr, log=log)
-    t32 = ort_latency_ms(fp32, check[0], repeats)
-    t8 = ort_latency_ms(res["path"], check[0], repeats)
+    t32, t8 = ort_latencies_ms([fp32, res["path"]], check[0], repeats)  # interleaved: the ratio holds under load
     log(f"int8: {res['path'].name}, onnxruntime {t8:.1f} ms vs fp32 {t32:.1f} ms ({t32 / t8:.2f}x)")
     return {"round": "int8", "onnx_fp32": str(fp32.name), "onnx_int8": str(res["path"].name),
             "latency_ms": t8, "latency_fp32_onnx_ms": t32, "psnr_vs_fp32": res["psnr_vs_fp32"],
-            "tolerance_psnr": min_psnr}
+            "tolerance_psnr": min_psnr, "settings": res["settings"]}
 
 
 class _CallableModule(type(__import__("sys"))):

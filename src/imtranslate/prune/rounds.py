@@ -35,6 +35,52 @@ from ..losses.distill import DistillLoss, FeatureTaps, feature_layers, layer_cha
 from .channels import count_macs, count_params, latency_ms, mark_compressed, prunable_layers, prune_channels
 
 QUALITY_METRICS = {"psnr": True, "ssim": True, "l1": False}  # name -> higher is better
+#: how each layer's starting ratio is chosen: the same for all, or scaled by the layer's share of
+#: the MACs / of the activation pixels (what norms, pads and activations process) — docs/COMPRESS.md
+RATIO_BY = ("uniform", "macs", "pixels")
+MAX_RATIO = 0.75
+
+
+def _conv_pixels(net, example, fwd) -> int:
+    """Output elements of every conv for one forward pass (what the norms, pads and activations
+    after them process)."""
+    total = [0]
+    hooks = [m.register_forward_hook(lambda mod, a, out: total.__setitem__(0, total[0] + out.numel()))
+             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            fwd(net, example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def layer_costs(net, example, fwd, layers, by: str) -> dict[str, float]:
+    """Per prunable layer, what its channels cost: the MACs (``by="macs"``) or conv output pixels
+    (``"pixels"``) that cutting one of its channels saves (measured on a copy: its own convs and
+    every consumer of its channels), times its width."""
+    count = count_macs if by == "macs" else _conv_pixels
+    base = count(net, example, fwd)
+    cost = {}
+    for l in layers:
+        trial = copy.deepcopy(net)
+        prune_channels(trial, example, fwd, {l.name: 1}, "l2")
+        cost[l.name] = float(base - count(trial, example, fwd)) * l.channels
+    return cost
+
+
+def starting_ratios(net, example, fwd, layers, ratio: float, by: str) -> dict[str, float]:
+    """``ratio`` for every layer (``"uniform"``), or ``ratio`` scaled by the layer's cost over the
+    mean layer cost (:func:`layer_costs`), capped at :data:`MAX_RATIO`: the costly layers are cut
+    harder, the cheap ones (which cost quality and save little time) less or not at all."""
+    if by not in RATIO_BY:
+        raise ConfigError(f"--ratio-by {by!r}: choose one of {', '.join(RATIO_BY)}")
+    if by == "uniform" or not layers:
+        return {l.name: ratio for l in layers}
+    cost = layer_costs(net, example, fwd, layers, by)
+    mean = sum(cost.values()) / len(cost) or 1.0
+    return {n: min(MAX_RATIO, ratio * c / mean) for n, c in cost.items()}
 
 
 @dataclass(frozen=True)
@@ -129,14 +175,16 @@ def prune_in_rounds(task, teacher: nn.Module, inputs: list, batches, fwd, *, rat
                     round_steps: int = 50, quality: str | Quality = "psnr:30", target_macs: float = 0,
                     importance: str = "activation", lambda_distill: float = 10.0, lambda_feat: float = 1.0,
                     feature_layers_n: int = 4, lr: float = 1e-4, latency_repeats: int = 5, step0: int = 0,
-                    ratios: dict[str, float] | None = None, check_whole: bool = True, log=print) -> RoundsResult:
+                    ratios: dict[str, float] | None = None, ratio_by: str = "uniform", check_whole: bool = True,
+                    log=print) -> RoundsResult:
     """Prune ``task``'s generator in rounds against ``teacher`` (see the module doc).
 
     ``inputs``: held-out network inputs (list of tensors); ``batches``: an iterator of training
     batches already on the device (``task.to_device``); ``fwd(G, A)``: the full-size output of
     ``G`` for input ``A`` (the task's ``translate``). ``ratios`` (layer -> ratio) continues an
-    earlier call. ``check_whole=False`` keeps the passing cuts even if the fine-tuned whole breaks
-    the index (training goes on after the call and is the fine-tune: ``model.prune_rounds``,
+    earlier call; ``ratio_by`` sets the starting ratios (:func:`starting_ratios`).
+    ``check_whole=False`` keeps the passing cuts even if the fine-tuned whole breaks the index
+    (training goes on after the call and is the fine-tune: ``model.prune_rounds``,
     :mod:`imtranslate.train.pruning`). Returns the net (also put into the task), the per-round
     table and the ratios.
     """
@@ -151,7 +199,8 @@ def prune_in_rounds(task, teacher: nn.Module, inputs: list, batches, fwd, *, rat
     with torch.no_grad():
         t_outs = [fwd(teacher, A) for A in inputs]
     layers = {l.name: l for l in prunable_layers(G, example, fwd)}
-    ratios = {n: float(ratios.get(n, ratio)) if ratios else ratio for n in layers}
+    start = starting_ratios(G, example, fwd, list(layers.values()), ratio, ratio_by)
+    ratios = {n: float(ratios.get(n, start[n])) if ratios else start[n] for n in layers}
     batches = itertools.cycle(batches) if isinstance(batches, list) else batches
 
     def row(r, net, qv, per_layer, held):
