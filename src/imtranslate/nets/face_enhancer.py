@@ -38,26 +38,50 @@ from ..ops import crop_to, pad_to_multiple
 from .registry import init_config, register_net
 
 
+#: set while a pruner traces a net (``imtranslate.prune.channels``): the demodulation factor is
+#: computed from a detached style, so the traced graph has no edge from the style (input
+#: channels) to the factor (output channels) — a per-output-channel scale that changes no channel
+#: structure, but that a dependency graph would read as tying input to output channels.
+TRACING_FOR_PRUNING = False
+
+
 class ModulatedConv(nn.Module):
-    """StyleGAN2 modulated conv: style-scaled, demodulated weights, one group per picture."""
+    """StyleGAN2 modulated conv: style-scaled, demodulated weights, one group per picture.
+
+    The shared weight is a plain ``nn.Conv2d`` (``self.conv``), so structural pruning sees an
+    ordinary conv with the style's affine layer tied to its input channels."""
 
     def __init__(self, in_ch: int, out_ch: int, latent: int, k: int = 3, demodulate: bool = True):
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, k, k) / math.sqrt(in_ch * k * k))
+        self.conv = nn.Conv2d(in_ch, out_ch, k, padding=k // 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(out_ch, in_ch, k, k) / math.sqrt(in_ch * k * k))
         self.affine = nn.Linear(latent, in_ch)
         nn.init.normal_(self.affine.weight, std=0.1 / math.sqrt(latent))
         nn.init.ones_(self.affine.bias)  # styles start near 1: close to a plain conv until the mapping learns
         self.bias = nn.Parameter(torch.zeros(out_ch))
         self.k, self.demodulate = k, demodulate
 
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints written before the weight moved into self.conv
+        if prefix + "weight" in state_dict and prefix + "conv.weight" not in state_dict:
+            state_dict[prefix + "conv.weight"] = state_dict.pop(prefix + "weight")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         s = self.affine(w)  # (B, in)
         # StyleGAN2's unfused form: scaling the input by s and the output by the demodulation
         # factor equals a conv with the per-picture weight W * s / ||W * s||, with one shared
         # weight (a plain conv, fast on any backend; no per-picture groups)
-        out = F.conv2d(x * s[:, :, None, None], self.weight, padding=self.k // 2)
+        out = self.conv(x * s[:, :, None, None])
         if self.demodulate:
-            d = torch.rsqrt((self.weight[None] ** 2 * s[:, None, :, None, None] ** 2).sum((2, 3, 4)) + 1e-8)  # (B, out)
+            sd = s.detach() if TRACING_FOR_PRUNING else s
+            W = self.conv.weight
+            d = torch.rsqrt((W[None] ** 2 * sd[:, None, :, None, None] ** 2).sum((2, 3, 4)) + 1e-8)  # (B, out)
             out = out * d[:, :, None, None]
         return out + self.bias[None, :, None, None]
 

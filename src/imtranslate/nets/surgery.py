@@ -4,7 +4,8 @@ config alone.
 A compressed net keeps its constructor kwargs and adds one more, ``surgery``::
 
     {"separable": ["levels.0.skip.0", ...],             # convs replaced by depthwise + pointwise
-     "shapes": {"ups.1.0": [c_in, c_out, groups], ...}}  # every layer whose widths differ
+     "shapes": {"ups.1.0": [c_in, c_out, groups], ...},  # every layer whose widths differ
+     "params": {"levels.0.noise_strength": [1, 24, 1, 1]}}  # parameters a net holds itself
 
 :func:`apply_surgery` builds nothing itself: :func:`imtranslate.nets.build_net` builds the default
 net, then this replaces the listed convs by :class:`~imtranslate.nets.layers.SeparableConv2d` and
@@ -98,9 +99,9 @@ def can_be_separable(m: nn.Module) -> bool:
 
 def apply_surgery(net: nn.Module, surgery: dict) -> nn.Module:
     """Turn a freshly built default net into the compressed one described by ``surgery``."""
-    unknown = set(surgery) - {"separable", "shapes"}
+    unknown = set(surgery) - {"separable", "shapes", "params"}
     if unknown:
-        raise ValueError(f"surgery: unknown entries {sorted(unknown)} (known: separable, shapes)")
+        raise ValueError(f"surgery: unknown entries {sorted(unknown)} (known: separable, shapes, params)")
     modules = dict(net.named_modules())
     for name in surgery.get("separable", []):
         if name not in modules or not can_be_separable(modules[name]):
@@ -111,7 +112,23 @@ def apply_surgery(net: nn.Module, surgery: dict) -> nn.Module:
         if name not in modules:
             raise ValueError(f"surgery: the net has no layer {name!r}")
         _resize(modules[name], int(c_in), int(c_out), int(groups))
+    for name, shape in surgery.get("params", {}).items():
+        owner, _, attr = name.rpartition(".")
+        mod = modules.get(owner) if owner else net
+        if mod is None or not isinstance(mod._parameters.get(attr), nn.Parameter):
+            raise ValueError(f"surgery: the net has no parameter {name!r}")
+        setattr(mod, attr, _fresh(mod._parameters[attr], tuple(int(v) for v in shape)))
     return net
+
+
+def _own_params(net: nn.Module) -> dict[str, torch.Size]:
+    """Parameters held by modules :func:`_shape` does not describe (a net's own per-channel scales)."""
+    out = {}
+    for mname, m in net.named_modules():
+        if _shape(m) is None:
+            for pname, p in m.named_parameters(recurse=False):
+                out[f"{mname}.{pname}" if mname else pname] = p.shape
+    return out
 
 
 def record_surgery(net: nn.Module, default: nn.Module, separable: list[str] = ()) -> dict:
@@ -122,11 +139,15 @@ def record_surgery(net: nn.Module, default: nn.Module, separable: list[str] = ()
         s = _shape(m)
         if s is not None and ref.get(name) != s:
             shapes[name] = s
+    ref_params = _own_params(default)
+    params = {n: list(s) for n, s in _own_params(net).items() if n in ref_params and ref_params[n] != s}
     out: dict = {}
     if separable:
         out["separable"] = list(separable)
     if shapes:
         out["shapes"] = shapes
+    if params:
+        out["params"] = params
     return out
 
 

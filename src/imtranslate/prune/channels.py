@@ -57,7 +57,26 @@ def _dead_convs(net: nn.Module, dg) -> list[str]:
     return [n for m, n in _convs(net).items() if m not in dg.module2node]
 
 
+class _Tracing:
+    """Nets' tracing switches on while Torch-Pruning traces (see nets/face_enhancer.py)."""
+
+    def __enter__(self):
+        from ..nets import face_enhancer
+
+        self._old, face_enhancer.TRACING_FOR_PRUNING = face_enhancer.TRACING_FOR_PRUNING, True
+
+    def __exit__(self, *exc):
+        from ..nets import face_enhancer
+
+        face_enhancer.TRACING_FOR_PRUNING = self._old
+
+
 def _graph(net: nn.Module, example, fwd):
+    with _Tracing():
+        return _graph_traced(net, example, fwd)
+
+
+def _graph_traced(net: nn.Module, example, fwd):
     """Torch-Pruning's dependency graph of ``fwd(net, example)``. Convs off the output's path are
     traced too, as extra outputs, so cutting the layers that feed them cuts their inputs as well
     (measured: without this a multires net's decoder cut left its coarse heads one channel too wide)."""
