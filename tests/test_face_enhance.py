@@ -227,3 +227,38 @@ def test_prune_options_are_checked():
         load_config(None, ["task=faceenhance", "model.prune_rounds=2", "model.prune_ratio=1.5"])
     with pytest.raises(ConfigError, match="quality index"):
         load_config(None, ["task=faceenhance", "model.prune_rounds=2", "model.prune_quality=psnr"])
+
+
+def test_a_cut_carries_the_adam_moments_and_the_ema_of_the_kept_channels(tmp_path):
+    """Pruning mid-run keeps what the optimiser and the EMA know about the channels that stay
+    (cut like the weights), instead of restarting them (which cost ~0.9 dB in a face run)."""
+    import copy
+
+    from imtranslate.prune import prunable_layers, prune_channels
+    from imtranslate.prune.channels import KEPT, apply_kept
+    from imtranslate.train.ema import EMA
+
+    cfg = load_config(None, tiny_overrides("faceenhance", tmp_path) + ["model.widths=[8,16,16]"])
+    task = build_task(cfg, "cpu")
+    batch = task.to_device({"B": torch.rand(2, 3, 32, 32) * 2 - 1, "seed": torch.arange(2)})
+    ema = EMA(task.nets["G"], 0.5)
+    for s in range(2):
+        task.train_step(dict(batch), s)
+        ema.update(s)
+    task._net_listeners.append(lambda k, n: ema.follow(n) if k == "G" else None)
+    G = task.nets["G"]
+    opt = task.optimizers["G"]
+    old_m = {n: opt.state[p]["exp_avg"].clone() for n, p in G.named_parameters()}
+    old_e = {n: p.detach().clone() for n, p in ema.module.named_parameters()}
+    x = batch["A"][:1]
+    cand = copy.deepcopy(G).eval()
+    prune_channels(cand, x, lambda n, a: n(a), {l.name: l.channels // 4 for l in prunable_layers(cand, x, lambda n, a: n(a))})
+    new = task.replace_net("G", cand)
+    cut = [(n, p) for n, p in new.named_parameters() if getattr(p, KEPT, None)]
+    assert len(cut) > 10
+    opt = task.optimizers["G"]
+    for n, p in cut:
+        ops = getattr(p, KEPT)
+        assert torch.equal(opt.state[p]["exp_avg"], apply_kept(old_m[n], ops)), n
+        assert torch.equal(dict(ema.module.named_parameters())[n], apply_kept(old_e[n], ops)), n
+    task.train_step(dict(batch), 2)  # and training goes on with the carried state

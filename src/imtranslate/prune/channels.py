@@ -51,6 +51,46 @@ class Layer:
     coupled: tuple[str, ...]  # every conv whose output channels this group cuts
 
 
+#: attribute of a parameter made by a cut: ``[(dim, kept indices), ...]`` relative to the parameter
+#: it was cut from, so optimiser moments and EMA averages can be cut the same way
+#: (:func:`apply_kept`; ``Task.swap_parameters``, ``EMA.follow``) instead of starting afresh
+KEPT = "_imtranslate_kept"
+
+
+class _Recording:
+    """While Torch-Pruning cuts (``with recording:``), every parameter it makes records which
+    indices of the original it kept; one object chains the cuts of several ``with`` blocks."""
+
+    def __init__(self):
+        self.made: dict[int, tuple] = {}  # id -> (param, ops): the params stay alive, so ids stay unique
+
+    def __enter__(self):
+        base = _tp().pruner.function.BasePruningFunc
+        self._base, self._orig = base, base._prune_parameter_and_grad
+        made, orig = self.made, self._orig
+
+        def cut(pruner, weight, keep_idxs, pruning_dim):
+            new = orig(pruner, weight, keep_idxs, pruning_dim)
+            ops = list(made[id(weight)][1]) if id(weight) in made else []
+            ops.append((int(pruning_dim), [int(i) for i in keep_idxs]))
+            made[id(new)] = (new, ops)
+            setattr(new, KEPT, ops)
+            return new
+
+        base._prune_parameter_and_grad = cut
+        return self
+
+    def __exit__(self, *exc):
+        self._base._prune_parameter_and_grad = self._orig
+
+
+def apply_kept(t: torch.Tensor, ops) -> torch.Tensor:
+    """Cut tensor ``t`` (shaped like the parameter before the cut) as the parameter was cut."""
+    for dim, idxs in ops:
+        t = t.index_select(dim, torch.as_tensor(idxs, dtype=torch.long, device=t.device))
+    return t
+
+
 def _dead_convs(net: nn.Module, dg) -> list[str]:
     """Convs the traced output does not depend on (e.g. the coarse output heads of a multi-scale
     net, used only by its training losses)."""
@@ -212,6 +252,7 @@ def prune_channels(net: nn.Module, example, fwd, cuts: dict[str, int], importanc
     acts = _activation_scores(net, calibration if calibration is not None else example, fwd,
                               [n for n in cuts]) if importance == "activation" else None
     widths = {}
+    recording = _Recording()  # one record over every group cut here: a conv cut by two groups chains
     for name, n_cut in cuts.items():
         root = modules[name]
         n_cut = min(int(n_cut), root.out_channels - 1)
@@ -225,7 +266,8 @@ def prune_channels(net: nn.Module, example, fwd, cuts: dict[str, int], importanc
         if not dg.check_pruning_group(group):
             widths[name] = root.out_channels
             continue
-        group.prune()
+        with recording:
+            group.prune()
         widths[name] = root.out_channels
     return widths
 

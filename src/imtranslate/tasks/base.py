@@ -145,7 +145,10 @@ class Task:
 
     def swap_parameters(self, pairs: dict[int, nn.Parameter]) -> None:
         """In every optimiser, put ``pairs[id(p)]`` in place of each parameter ``p`` it holds; Adam
-        moments are kept where the shape is unchanged and start afresh where it changed."""
+        moments are kept where the shape is unchanged, cut like the parameter where a pruner cut it
+        (the kept channels keep their moments), and start afresh otherwise."""
+        from ..prune.channels import KEPT, apply_kept
+
         for okey, opt in list(self.optimizers.items()):
             if not any(id(p) in pairs for g in opt.param_groups for p in g["params"]):
                 continue
@@ -155,8 +158,12 @@ class Task:
                 for p in g["params"]:
                     q = pairs.get(id(p), p)
                     st = opt.state.get(p)
+                    ops = getattr(q, KEPT, None)
                     if st and q.shape == p.shape:
                         state[q] = st
+                    elif st and ops:
+                        state[q] = {k: apply_kept(v, ops) if torch.is_tensor(v) and v.shape == p.shape else v
+                                    for k, v in st.items()}
                     params.append(q)
                 groups.append({**{k: v for k, v in g.items() if k != "params"}, "params": params})
             new_opt = type(opt)(groups, **opt.defaults)

@@ -19,12 +19,23 @@ class EMA:
         self.follow(net)
 
     def follow(self, net: nn.Module) -> None:
-        """Average ``net`` from now on, starting from its current weights (the net was rebuilt,
-        e.g. pruned: the old average has other shapes)."""
+        """Average ``net`` from now on (the net was rebuilt, e.g. pruned). Where a pruner cut a
+        parameter, the average is cut the same way and goes on; other changed shapes start from
+        the net's current weights."""
+        from ..prune.channels import KEPT, apply_kept
+
+        old = dict(self.module.named_parameters()) if hasattr(self, "module") else {}
+        live = dict(net.named_parameters())
         self.net = net
         self.module = copy.deepcopy(net).eval()
-        for p in self.module.parameters():
-            p.requires_grad_(False)
+        with torch.no_grad():
+            for name, p in self.module.named_parameters():
+                p.requires_grad_(False)
+                src, ops = old.get(name), getattr(live[name], KEPT, None)
+                if src is not None and ops:
+                    src = apply_kept(src, ops)
+                if src is not None and src.shape == p.shape:
+                    p.copy_(src)
 
     @torch.no_grad()
     def update(self, step: int) -> None:
