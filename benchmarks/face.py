@@ -7,7 +7,7 @@ held-out quality, and dynamic vs fixed degradation coefficients. A script, not a
 Tables printed:
 
 1. **Speed at 512^2** (one face, batch 1, float32, torch.no_grad, median of repeats): ours (the
-   ``faceenhance_synthetic`` architecture), ours pruned (the same run with ``model.prune_rounds=3``:
+   ``faceenhance_synthetic`` architecture), ours pruned (the same run with ``model.prune_rounds=1``:
    channel reduction in rounds inside training, the code ``imtranslate compress`` drives; or,
    with ``--compress-after``, ``imtranslate compress`` on the finished run), and GFPGAN v1.3's architecture re-built here from
    the paper's description with random weights: a U-Net of residual blocks (512 -> 4 px, widths
@@ -221,7 +221,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=0, help="training steps per run (0: 1200, quick 40)")
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--prune-rounds", type=int, default=3, help="model.prune_rounds of the pruned run")
+    ap.add_argument("--prune-rounds", type=int, default=1, help="model.prune_rounds of the pruned run (1: within 0.5 dB, docs/FACE.md)")
     ap.add_argument("--prune-ratio", type=float, default=0.25)
     ap.add_argument("--prune-quality", default="psnr:30")
     ap.add_argument("--compress-after", action="store_true",
