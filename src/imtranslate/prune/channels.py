@@ -285,21 +285,12 @@ def mark_compressed(net: nn.Module, separable=None) -> nn.Module:
 
 
 # ---- size and speed --------------------------------------------------------------------------------
-def count_macs(net: nn.Module, example, fwd) -> int:
-    """Multiply-adds of the convolutions and linear layers for one forward pass of ``example``."""
+def sum_over_forward(net: nn.Module, example, fwd, types, per_call) -> int:
+    """Sum of ``per_call(module, args, output)`` over every call of a module of ``types`` during
+    one forward pass of ``example`` (no gradients)."""
     total = [0]
-
-    def hook(mod, args, out):
-        if isinstance(mod, nn.Conv2d):
-            total[0] += out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
-        elif isinstance(mod, nn.ConvTranspose2d):
-            x = args[0]
-            total[0] += x.numel() * (mod.out_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
-        elif isinstance(mod, nn.Linear):
-            total[0] += out.numel() * mod.in_features
-
-    hooks = [m.register_forward_hook(hook) for m in net.modules()
-             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    hooks = [m.register_forward_hook(lambda mod, args, out: total.__setitem__(0, total[0] + per_call(mod, args, out)))
+             for m in net.modules() if isinstance(m, types)]
     try:
         with torch.no_grad():
             fwd(net, example)
@@ -307,6 +298,19 @@ def count_macs(net: nn.Module, example, fwd) -> int:
         for h in hooks:
             h.remove()
     return int(total[0])
+
+
+def _macs(mod, args, out) -> int:
+    if isinstance(mod, nn.Conv2d):
+        return out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+    if isinstance(mod, nn.ConvTranspose2d):
+        return args[0].numel() * (mod.out_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+    return out.numel() * mod.in_features  # nn.Linear
+
+
+def count_macs(net: nn.Module, example, fwd) -> int:
+    """Multiply-adds of the convolutions and linear layers for one forward pass of ``example``."""
+    return sum_over_forward(net, example, fwd, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear), _macs)
 
 
 def count_params(net: nn.Module) -> int:

@@ -32,7 +32,8 @@ import torch.nn as nn
 from .. import metrics
 from ..errors import ConfigError
 from ..losses.distill import DistillLoss, FeatureTaps, feature_layers, layer_channels
-from .channels import count_macs, count_params, latency_ms, mark_compressed, prunable_layers, prune_channels
+from .channels import (count_macs, count_params, latency_ms, mark_compressed, prunable_layers, prune_channels,
+                       sum_over_forward)
 
 QUALITY_METRICS = {"psnr": True, "ssim": True, "l1": False}  # name -> higher is better
 #: how each layer's starting ratio is chosen: the same for all, or scaled by the layer's share of
@@ -44,16 +45,7 @@ MAX_RATIO = 0.75
 def _conv_pixels(net, example, fwd) -> int:
     """Output elements of every conv for one forward pass (what the norms, pads and activations
     after them process)."""
-    total = [0]
-    hooks = [m.register_forward_hook(lambda mod, a, out: total.__setitem__(0, total[0] + out.numel()))
-             for m in net.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-    try:
-        with torch.no_grad():
-            fwd(net, example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return total[0]
+    return sum_over_forward(net, example, fwd, (nn.Conv2d, nn.ConvTranspose2d), lambda mod, a, out: out.numel())
 
 
 def layer_costs(net, example, fwd, layers, by: str) -> dict[str, float]:
