@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -39,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from imtranslate import metrics  # noqa: E402
 from imtranslate.checkpoint_file import load_generator  # noqa: E402
 from imtranslate.compress import build_for_compression, compress  # noqa: E402
+from imtranslate.infer.tiling import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402
 from imtranslate.infer.export import export_onnx  # noqa: E402
 from imtranslate.prune.channels import count_macs, count_params, prunable_layers, prune_channels  # noqa: E402
 from imtranslate.prune.rounds import Quality, measure_quality  # noqa: E402
@@ -76,40 +75,24 @@ MODELS = {
 }
 
 
-def _hwm() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _rss() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return 0
-
-
 def timed(run, repeats: int) -> tuple[float, float]:
     """(median ms, peak extra MB over the resident size before the timed passes)."""
     run()
-    base = _rss()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
+    base = rss_bytes()
+    reset_peak_rss()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         run()
         times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times), max(0, max(_hwm(), _rss()) - base) / 2**20
+    return statistics.median(times), max(0, max(_peak(), rss_bytes()) - base) / 2**20
+
+
+def _peak() -> int:
+    try:
+        return peak_rss_bytes()
+    except OSError:  # no /proc: the resident size after the passes
+        return 0
 
 
 def held_out(outputs, targets) -> dict:

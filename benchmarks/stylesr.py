@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -200,34 +199,19 @@ def measure_onnx(name: str, size: int, repeats: int, threads: int) -> dict:
 # --------------------------------------------------------------------------------------------
 # One model in its own process
 # --------------------------------------------------------------------------------------------
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _hwm() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def _time_passes(run, repeats: int) -> tuple[list[float], int, int]:
     """``repeats`` timed calls of ``run`` (after the caller's warm-up): seconds each, and the
     resident size before them and the high-water mark during them (VmHWM reset first)."""
-    base = _rss()
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM to the current RSS
-    except OSError:
-        pass
+    from imtranslate.infer.tiling import peak_rss_bytes, reset_peak_rss, rss_bytes
+
+    base = rss_bytes()
+    reset_peak_rss()  # VmHWM back to the current RSS
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         run()
         times.append(time.perf_counter() - t0)
-    return times, base, max(_hwm(), _rss())
+    return times, base, max(peak_rss_bytes(), rss_bytes())
 
 
 def measure_one(name: str, size: int, repeats: int, threads: int) -> dict:

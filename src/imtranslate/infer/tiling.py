@@ -522,7 +522,7 @@ def overlap_for_edge(distance: int) -> int:
 # --------------------------------------------------------------------------------------------
 # Memory: measure, budget, choose
 # --------------------------------------------------------------------------------------------
-def _rss_bytes() -> int:
+def rss_bytes() -> int:
     """Resident memory of this process now (0 where /proc is missing)."""
     try:
         with open("/proc/self/statm") as f:
@@ -531,8 +531,8 @@ def _rss_bytes() -> int:
         return 0
 
 
-def _hwm_bytes() -> int:
-    """Peak resident memory since the last :func:`_reset_hwm` (VmHWM)."""
+def peak_rss_bytes() -> int:
+    """Peak resident memory since the last :func:`reset_peak_rss` (VmHWM); OSError without /proc."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -540,12 +540,12 @@ def _hwm_bytes() -> int:
     raise OSError("VmHWM not found in /proc/self/status")
 
 
-def _reset_hwm() -> bool:
+def reset_peak_rss() -> bool:
     """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where that is not allowed."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
-        _hwm_bytes()
+        peak_rss_bytes()
         return True
     except OSError:
         return False
@@ -564,7 +564,7 @@ def memory_in_use(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
     _trim()
-    return _rss_bytes()
+    return rss_bytes()
 
 
 def _available_bytes() -> int:
@@ -623,10 +623,10 @@ def _peak_of(run: Callable[[], torch.Tensor], device: torch.device,
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - base, "CUDA allocator peak"
     _trim()
-    base = _rss_bytes()
-    if base and _reset_hwm():
+    base = rss_bytes()
+    if base and reset_peak_rss():
         run()
-        return max(0, _hwm_bytes() - base), "peak RSS (VmHWM)"
+        return max(0, peak_rss_bytes() - base), "peak RSS (VmHWM)"
     # no /proc: the sum of every module output, an upper bound of what is alive at once
     total = [0]
 
