@@ -11,7 +11,7 @@ are what this measures), then
     int8        the separable net exported to ONNX and quantised (onnxruntime, static, QDQ)
 
 and print MACs, params, latency (median of >= 5 passes on one held-out picture, torch CPU for
-fp32, onnxruntime for int8 and for the fp32 ONNX it came from), peak extra memory of the timed
+fp32 as a predictor runs it, onnxruntime for int8 and for the fp32 ONNX it came from), peak extra memory of the timed
 passes, and held-out L1 / PSNR / SSIM against the ground truth. pix2pix also gets the one-shot
 comparison of the importance criteria (every layer cut by 1/4 without fine-tuning, PSNR against
 the unpruned net).
@@ -39,6 +39,7 @@ from imtranslate.checkpoint_file import load_generator  # noqa: E402
 from imtranslate.compress import build_for_compression, compress  # noqa: E402
 from imtranslate.infer.tiling import peak_rss_bytes, reset_peak_rss, rss_bytes  # noqa: E402
 from imtranslate.infer.export import export_onnx  # noqa: E402
+from imtranslate.infer.predictor import Predictor  # noqa: E402
 from imtranslate.prune.channels import count_macs, count_params, prunable_layers, prune_channels  # noqa: E402
 from imtranslate.prune.rounds import Quality, measure_quality  # noqa: E402
 from imtranslate.tasks import get_task, load_config  # noqa: E402
@@ -116,16 +117,21 @@ def interleaved_ms(runs: dict, repeats: int) -> dict:
 
 
 def measure_ckpt(ckpt, inputs, targets, fwd, repeats) -> tuple[dict, object]:
-    """(row without latency, the timed run): MACs, params, peak extra memory, held-out quality."""
-    G = load_generator(ckpt).net.eval()
+    """(row without latency, the timed run): MACs and params of the checkpoint's net; peak extra
+    memory, held-out quality and latency of what a predictor runs (its inference rewrites and
+    memory format, infer/optimize.py)."""
+    net = load_generator(ckpt).net.eval()
+    pred = Predictor.from_checkpoint(ckpt, device="cpu", batch_size=1)
+    G, fmt = pred.G, torch.channels_last if pred.channels_last else torch.contiguous_format
+    inputs_g = [a.contiguous(memory_format=fmt) for a in inputs]
     with torch.no_grad():
-        outs = [fwd(G, a) for a in inputs]
-        _, mb = timed(lambda: fwd(G, inputs[0]), 2)
+        outs = [fwd(G, a).contiguous() for a in inputs_g]
+        _, mb = timed(lambda: fwd(G, inputs_g[0]), 2)
 
     def run():
         with torch.no_grad():
-            fwd(G, inputs[0])
-    return {"macs_g": count_macs(G, inputs[0], fwd) / 1e9, "params_m": count_params(G) / 1e6,
+            fwd(G, inputs_g[0])
+    return {"macs_g": count_macs(net, inputs[0], fwd) / 1e9, "params_m": count_params(net) / 1e6,
             "peak_mb": mb, **held_out(outs, targets)}, run
 
 

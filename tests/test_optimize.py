@@ -19,3 +19,25 @@ def test_batchnorm_folding_keeps_the_function():
     assert n == 7  # every normalised down and up block of a 5-level U-Net
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     assert torch.allclose(got, ref, atol=1e-5)
+
+
+def test_subpixel_rewrite_of_transposed_convs_keeps_the_function():
+    from imtranslate.infer.optimize import SubpixelUpConv, subpixel_transposed_convs
+
+    torch.manual_seed(0)
+    deconv = torch.nn.ConvTranspose2d(5, 3, 4, stride=2, padding=1)
+    x = torch.randn(2, 5, 7, 9)  # odd sizes: every phase meets the border
+    with torch.no_grad():
+        assert torch.allclose(SubpixelUpConv(deconv)(x), deconv(x), atol=1e-5)
+
+    net = build_net("unet", in_channels=3, out_channels=3, num_downs=5, ngf=8).eval()
+    x = torch.randn(1, 3, 64, 32)
+    with torch.no_grad():
+        ref = net(x)
+        n = subpixel_transposed_convs(net, max_out_channels=8)  # only the narrow ones
+        assert n == 2  # the output head (3 out) and the ngf-wide one above it
+        assert torch.allclose(net(x), ref, atol=1e-5)
+        n += subpixel_transposed_convs(net)
+        assert n == 5  # every up-sampling layer of a 5-level U-Net
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+        assert torch.allclose(net(x), ref, atol=1e-5)

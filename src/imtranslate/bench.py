@@ -233,11 +233,9 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     G_eval = copy.deepcopy(G).eval()  # what a predictor runs: eval mode, inference rewrites
     A_eval = batch_d["A"]
     if not plain:  # what a predictor does
-        from .infer.optimize import fold_batchnorm, inference_channels_last
+        from .infer.optimize import optimize_for_inference
 
-        fold_batchnorm(G_eval)
-        if inference_channels_last(G_eval, cfg.train, device):
-            G_eval.to(memory_format=torch.channels_last)
+        if optimize_for_inference(G_eval, cfg.train, device):
             A_eval = A_eval.contiguous(memory_format=torch.channels_last)
     if compile != "none":  # what Predictor(compile=...) does (the deep copy above is eager)
         G_eval.compile(backend=compile)

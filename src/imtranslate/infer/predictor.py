@@ -24,7 +24,7 @@ from ..data import encode_input, input_channels, input_read_mode, list_images, r
 from ..errors import DataError, ImtranslateError
 from ..ops import crop_to, pad_to_multiple
 from ..tasks import get_task, resolve
-from .optimize import inference_channels_last
+from .optimize import optimize_for_inference
 from ..checkpoint_file import load_generator, load_tensors
 from .tiling import (TilingChoice, TilingError, choose_tiling, default_budget, instance_norms, measure_edge_effect,
                      measure_memory, memory_in_use, overlap_for_edge, probe_input, round_up, tile_translate)
@@ -67,10 +67,6 @@ class Predictor:
         self.G = G.to(device).eval()
         self.precision = precision
         self.amp_dtype = autocast_dtype("bf16" if precision == "bf16" else "none", device, what="--precision")
-        if optimize:  # same function, fewer passes over memory (see infer/optimize.py)
-            from .optimize import fold_batchnorm
-
-            fold_batchnorm(self.G)
         self.cfg = cfg
         self.task_cls = get_task(cfg.task)
         self.extras = {k: v.to(device) for k, v in (extras or {}).items()}
@@ -78,11 +74,12 @@ class Predictor:
         self.batch_size = batch_size
         self.source = source
         self.read_mode = input_read_mode(cfg.data)
-        # NHWC where it is the faster format; without the inference rewrites, as in training
-        self.channels_last = (inference_channels_last(self.G, cfg.train, self.device) if optimize
-                              else use_channels_last(cfg.train, self.device))
-        if self.channels_last:
-            self.G.to(memory_format=torch.channels_last)
+        if optimize:  # same function, faster (see infer/optimize.py), NHWC where that is faster
+            self.channels_last = optimize_for_inference(self.G, cfg.train, self.device)
+        else:  # the net as it trained
+            self.channels_last = use_channels_last(cfg.train, self.device)
+            if self.channels_last:
+                self.G.to(memory_format=torch.channels_last)
         if compile:
             self.G.compile(backend="inductor" if compile is True else compile)
         self.multiple = self.task_cls.size_multiple(self.G, cfg)
