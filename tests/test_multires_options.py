@@ -46,17 +46,39 @@ def _run(task, steps=5):
     return logs
 
 
-def test_defaults_give_the_losses_of_the_original_step(tmp_path):
-    for got, want in zip(_run(_task(tmp_path)), BEFORE):
+#: the original step, reachable by config (the defaults are the cheaper step of docs/BENCHMARKS.md §1.2);
+#: the tiny config's style_layers are [relu1_1, relu2_1]
+ORIGINAL = ["model.style_layers_coarse=[]", "model.style_every=1"]
+
+
+def test_the_original_step_is_reachable_by_config(tmp_path):
+    for got, want in zip(_run(_task(tmp_path, ORIGINAL)), BEFORE):
         for k, v in want.items():
             assert got[k] == pytest.approx(v, rel=2e-4), k
 
 
-def test_options_at_their_off_values_are_the_default_step(tmp_path):
+def test_options_at_their_off_values_are_the_original_step(tmp_path):
     off = ["model.discriminator=per_level", "model.style_layers_coarse=[relu1_1,relu2_1]", "model.style_every=1",
            "model.coarse_every=1", "model.n_enc_blocks_coarse=1"]  # tiny: n_enc_blocks=1, style to relu2_1
-    a, b = _run(_task(tmp_path / "a")), _run(_task(tmp_path / "b", off))
+    a, b = _run(_task(tmp_path / "a", ORIGINAL)), _run(_task(tmp_path / "b", off))
     assert a == b
+
+
+def test_default_step_is_the_cheaper_one(tmp_path):
+    m = load_config(None, ["task=multires"]).model
+    assert (m.style_layers, m.style_layers_coarse, m.style_every) == (
+        ["relu1_1", "relu2_1", "relu3_1"], ["relu1_1", "relu2_1"], 2)
+    logs = _run(_task(tmp_path))  # style every 2nd step: none on odd steps
+    assert [rec["G_style"] > 0 for rec in logs] == [True, False, True, False, True]
+    for k, v in BEFORE[0].items():  # step 0 (style on, one level) is the original step's
+        assert logs[0][k] == pytest.approx(v, rel=2e-4), k
+
+
+def test_coarse_style_layers_stay_within_the_style_layers(tmp_path):
+    # the default coarse list [relu1_1, relu2_1] must not make a VGG deeper than style_layers
+    task = _task(tmp_path, ["model.style_layers=[relu1_1]"])
+    assert task.vgg_loss_coarse.style_layers == ("relu1_1",)
+    assert task.vgg_loss_coarse is task.vgg_loss
 
 
 @pytest.mark.parametrize("extra", [

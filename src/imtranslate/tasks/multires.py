@@ -9,7 +9,9 @@ cascaded decoder that takes each level's input features in as it climbs back up
 
 with one PatchGAN ``D_i`` per level (or one shared by the levels, ``discriminator=shared``) and the
 style loss on Gram matrices of VGG-19 features. Cheaper-step options (``style_layers_coarse``,
-``style_every``, ``coarse_every``, ``n_enc_blocks_coarse``) are measured in docs/BENCHMARKS.md §1.
+``style_every``, ``coarse_every``, ``n_enc_blocks_coarse``) are measured in docs/BENCHMARKS.md §1;
+the default step is the cheaper one that won at equal CPU time there (style losses to relu3_1,
+to relu2_1 below the finest active level, every 2nd step), the original is one config away.
 
 Schedule (coarse to fine, then joint): stage 0 trains the coarsest module alone, stage k adds
 level k (only its modules are trained while ``freeze_trained_levels``), and the last stage
@@ -54,21 +56,29 @@ class MultiResConfig:
     lambda_gan: float = 1.0
     lambda_style: float = 10.0  # Gram-matrix style loss (relative Gram error, see style_norm)
     style_norm: Literal["relative", "none"] = "relative"  # relative: |G(out)-G(B)|^2/|G(B)|^2, independent of VGG feature scale; none: MSE
-    style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1"])
+    # style layers of the finest active level; the original step used relu1_1..relu4_1 (the deepest
+    # layer is the longest VGG pass; docs/BENCHMARKS.md §1.2: three layers, coarse levels two, style
+    # loss every 2nd step halves the step and beat pix2pix and pix2pixHD at equal time on all three
+    # datasets at 4 CPU minutes and on the photographs at 15)
+    style_layers: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1"])
     level_weights: list[float] = field(default_factory=list)  # per level, coarsest first; [] = equal
     stage_steps: list[int] = field(default_factory=list)  # steps of each coarse-to-fine stage; [] = stage_fraction
     stage_fraction: float = 0.15  # with stage_steps empty: each of the N stages gets this share of train.steps
     freeze_trained_levels: bool = True  # in stage k only level k's modules learn; joint stage: all
     vgg_weights: str = "imagenet"  # imagenet (torch cache) | random (tests only) | path to a file
     lambda_temporal: float = 0.0  # > 0: temporal loss on a randomly warped copy of the input (steadier video)
-    # ---- cheaper steps (docs/BENCHMARKS.md §1 profiles them); the defaults give the original step
+    # ---- cheaper steps (docs/BENCHMARKS.md §1 profiles them). The defaults are the fastest variant
+    # that beat pix2pix and pix2pixHD at equal CPU time (§1.2); the original step is
+    # style_layers=[relu1_1,relu2_1,relu3_1,relu4_1] style_layers_coarse=[] style_every=1
     # per_level: one PatchGAN per level, one layer fewer per coarser level (the original);
     # shared: ONE PatchGAN whose weights judge every level's output at that level's own size (a
     # pix2pixHD-style multi-scale D whose scales come from the pyramid instead of average pooling);
     # its depth is n_layers_d, lowered until it fits the coarsest level
     discriminator: Literal["per_level", "shared"] = "per_level"
-    style_layers_coarse: list[str] = field(default_factory=list)  # style layers below the finest active level; [] = style_layers (shallower = a shorter VGG pass)
-    style_every: int = 1  # the style loss (its VGG passes) every k steps, at every level; 1 = every step
+    # style layers below the finest active level, of those in style_layers; [] = style_layers
+    # (shallower = a shorter VGG pass)
+    style_layers_coarse: list[str] = field(default_factory=lambda: ["relu1_1", "relu2_1"])
+    style_every: int = 2  # the style loss (its VGG passes) every k steps, at every level; 1 = every step
     coarse_every: int = 1  # losses and D updates of the levels below the finest active one every k steps; 1 = every step
     n_enc_blocks_coarse: int = -1  # residual blocks in the encoders of the coarser levels; -1 = n_enc_blocks
 
@@ -176,7 +186,9 @@ class MultiResTask(Task):
                                style_norm=m.style_norm)
             self.vgg_loss = style_loss_of(m.style_layers)
             # coarse levels: a VGG-19 cut at their (shallower) layers, so their pass is shorter
-            coarse = list(m.style_layers_coarse)
+            # (those of style_layers_coarse that style_layers has: the default [relu1_1, relu2_1]
+            # must not reach deeper than a user's shorter style_layers)
+            coarse = [layer for layer in m.style_layers_coarse if layer in m.style_layers]
             self.vgg_loss_coarse = (self.vgg_loss if not coarse or coarse == list(m.style_layers)
                                     else style_loss_of(coarse))
         self.add_optimizer("G", G.parameters(), self.cfg.train.lr_g)
