@@ -41,3 +41,17 @@ def test_subpixel_rewrite_of_transposed_convs_keeps_the_function():
         assert n == 5  # every up-sampling layer of a 5-level U-Net
         assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
         assert torch.allclose(net(x), ref, atol=1e-5)
+
+
+def test_transposed_form_undoes_the_rewrite_for_export():
+    from imtranslate.infer.optimize import SubpixelUpConv, subpixel_transposed_convs, transposed_form
+
+    net = build_net("unet", in_channels=3, out_channels=3, num_downs=5, ngf=8).eval()
+    subpixel_transposed_convs(net, max_out_channels=4)  # the head, as the predictor does
+    back = transposed_form(net)
+    assert any(isinstance(m, SubpixelUpConv) for m in net.modules())  # the predictor's net unchanged
+    assert not any(isinstance(m, SubpixelUpConv) for m in back.modules())
+    assert sum(isinstance(m, torch.nn.ConvTranspose2d) for m in back.modules()) == 5
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(back(x), net(x), atol=1e-5)

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..errors import ImtranslateError
 from ..ops import crop_to, pad_to_multiple, scale_size
+from .optimize import transposed_form
 from .tiling import probe_input
 
 #: largest accepted |onnxruntime - torch| on the check inputs
@@ -118,7 +119,9 @@ class ExportModule(nn.Module):
 
     def __init__(self, predictor, cluster: int = 0):
         super().__init__()
-        self.G = predictor.G
+        # the predictor's net with its transposed convs as they trained: onnxruntime runs those
+        # faster than the predictor's conv + pixel-shuffle heads (infer/optimize.py)
+        self.G = transposed_form(predictor.G)
         self.cfg = predictor.cfg
         self.task_cls = predictor.task_cls
         self.extras = predictor.extras

@@ -19,7 +19,8 @@ are the faster ones. Measured layer by layer (2 threads, fp32, medians of 15; 12
 5.11 -> 4.11 ms per image, none of the layers of the full-width one. In an ONNX file the rewrite
 also lets every layer quantise to int8 (onnxruntime's CPU provider has no int8 transposed conv),
 but at these widths the int8 file was not faster than the fp32 one with transposed convs
-(docs/COMPRESS.md), so export keeps what the predictor runs.
+(docs/COMPRESS.md), and onnxruntime ran the rewritten heads slower (U-Net ngf 8: 3.2 -> 4.5 ms),
+so export writes the transposed form (:func:`transposed_form`).
 
 ``inference_channels_last``: the memory format a predictor runs a generator in.
 """
@@ -107,6 +108,20 @@ class SubpixelUpConv(nn.Sequential):
                 conv.bias.copy_(deconv.bias.detach().repeat_interleave(4))
         conv.to(device=deconv.weight.device, dtype=deconv.weight.dtype)
         super().__init__(conv, nn.PixelShuffle(2))
+        object.__setattr__(self, "transposed", deconv)  # not a submodule: for transposed_form()
+
+
+def transposed_form(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` with every :class:`SubpixelUpConv` back as the transposed conv it was
+    built from (the form onnxruntime runs faster: docs/COMPRESS.md); ``net`` itself is unchanged."""
+    import copy
+
+    net = copy.deepcopy(net)
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, SubpixelUpConv):
+                setattr(parent, name, child.transposed)
+    return net
 
 
 #: the transposed convs the predictor rewrites (measured, module doc): image heads of at most
