@@ -6,7 +6,7 @@ one full read and write of every normalised activation map; the outputs agree wi
 net to float rounding (~1e-6).
 
 ``subpixel_transposed_convs``: a stride-2 transposed convolution with a 4x4 kernel and padding 1
-(the up-sampling layer of the U-Net, ResNet and pix2pixHD generators) computes each of its four
+(the U-Net's up-sampling layer; the ResNet and pix2pixHD generators use 3x3 kernels, not rewritten) computes each of its four
 output phases (even / odd row x even / odd column) as a 2x2 correlation of the input, so it equals
 one ordinary 3x3 convolution with four times the output channels followed by a pixel shuffle
 (depth-to-space) — exactly, to float rounding. The ordinary convolution has 9/4 of the
@@ -113,15 +113,26 @@ class SubpixelUpConv(nn.Sequential):
 
 def transposed_form(net: nn.Module) -> nn.Module:
     """A copy of ``net`` with every :class:`SubpixelUpConv` back as the transposed conv it was
-    built from (the form onnxruntime runs faster: docs/COMPRESS.md); ``net`` itself is unchanged."""
+    built from (the form onnxruntime runs faster: docs/COMPRESS.md); ``net`` itself is unchanged
+    (and returned as it is when it holds none)."""
     import copy
 
+    if not any(isinstance(m, SubpixelUpConv) for m in net.modules()):
+        return net
     net = copy.deepcopy(net)
+    _replace_children(net, lambda m: isinstance(m, SubpixelUpConv), lambda m: m.transposed)
+    return net
+
+
+def _replace_children(net: nn.Module, match, make) -> int:
+    """Every submodule ``m`` of ``net`` with ``match(m)`` becomes ``make(m)`` (in place); how many."""
+    n = 0
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, SubpixelUpConv):
-                setattr(parent, name, child.transposed)
-    return net
+            if match(child):
+                setattr(parent, name, make(child))
+                n += 1
+    return n
 
 
 #: the transposed convs the predictor rewrites (measured, module doc): image heads of at most
@@ -136,15 +147,10 @@ def subpixel_transposed_convs(net: nn.Module, max_out_channels: int | None = Non
     outputs and ``max_in_channels`` inputs (None: any) by its :class:`SubpixelUpConv` (in place;
     same outputs to float rounding); returns how many. For inference: the replacement is built
     from the current weights and does not share them."""
-    n = 0
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if (_subpixel_eligible(child)
-                    and (max_out_channels is None or child.out_channels <= max_out_channels)
-                    and (max_in_channels is None or child.in_channels <= max_in_channels)):
-                setattr(parent, name, SubpixelUpConv(child))
-                n += 1
-    return n
+    def match(m: nn.Module) -> bool:
+        return (_subpixel_eligible(m) and (max_out_channels is None or m.out_channels <= max_out_channels)
+                and (max_in_channels is None or m.in_channels <= max_in_channels))
+    return _replace_children(net, match, SubpixelUpConv)
 
 
 def optimize_for_inference(G: nn.Module, train_cfg, device) -> bool:
