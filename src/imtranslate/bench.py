@@ -20,7 +20,8 @@ Times are medians over ``--repeats`` runs after ``--warmup`` runs.
 Variants (:data:`VARIANTS`): ``imtranslate`` (the defaults: fp32, eager), ``plain`` (every default
 lever off), ``compiled`` (``train.compile=inductor`` and a compiled inference generator),
 ``bf16`` (``train.amp=bf16``, inference under bf16 autocast; CPUs with native bf16 or CUDA),
-``bf16+compiled``. A compiled row also reports its compile time (first call minus the median)
+``bf16+compiled``, ``system-malloc`` (the defaults but ``train.malloc=system``: glibc unmaps
+freed memory, see ``imtranslate/allocator.py``). A compiled row also reports its compile time (first call minus the median)
 and after how many steps / images it pays back against the eager row of the same run.
 """
 from __future__ import annotations
@@ -67,6 +68,7 @@ VARIANTS: dict[str, dict] = {
     "compiled": {"compile": "inductor"},
     "bf16": {"amp": "bf16"},
     "bf16+compiled": {"amp": "bf16", "compile": "inductor"},
+    "system-malloc": {"malloc": "system"},  # the defaults with glibc's own allocator settings
 }
 PIX2PIXHD = ["model.ngf=64", "model.n_local_enhancers=0", "model.n_downsampling=4", "model.n_blocks=9",
              "model.norm=instance", "model.ndf=64", "model.n_layers_d=3", "model.num_d=2",
@@ -179,7 +181,7 @@ def _flops(fn) -> float:
 
 def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, repeats: int = 5,
             plain: bool = False, vgg_weights: str = "random", scale: float = 1.0, compile: str = "none",
-            amp: str = "none", variant: str = "") -> Result:
+            amp: str = "none", variant: str = "", malloc: str = "reuse") -> Result:
     """Measure one configuration in this process. ``plain`` turns every speed lever off;
     ``compile`` (a torch.compile backend or "none") compiles the nets for training and the inference
     generator; ``amp="bf16"`` trains under bf16 autocast and infers under it; ``scale`` shrinks
@@ -192,14 +194,15 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     task_name, h, w, overrides = CONFIGS[name]
     h, w = max(32, int(h * scale)), max(32, int(w * scale))
     over = [f"task={task_name}", f"train.batch_size={batch}", f"train.device={device}",
-            f"data.crop_size={min(h, w)}", f"train.compile={compile}", f"train.amp={amp}"] + list(overrides)
+            f"data.crop_size={min(h, w)}", f"train.compile={compile}", f"train.amp={amp}",
+            f"train.malloc={malloc}"] + list(overrides)
     if task_name != "pix2pix":
         over.append(f"model.vgg_weights={vgg_weights}")  # timing does not depend on weight values
     if plain:
         from .nets import layers
 
         layers.GEMM_CONV_ON_SMALL_MAPS = False
-        over += ["train.channels_last=false", "train.step_in_backward=false"]
+        over += ["train.channels_last=false", "train.step_in_backward=false", "train.malloc=system"]
     cfg = load_config(None, over)
     torch.manual_seed(0)
     task = build_task(cfg, device)  # with the training loop's stepper, as train() runs it

@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain", action="store_true", help="also measure with every speed lever off")
     p.add_argument("--variants", default="",
                    help="comma-separated rows per configuration: imtranslate (default), plain, compiled, bf16, "
-                        "bf16+compiled")
+                        "bf16+compiled, system-malloc")
     p.add_argument("--compile-backend", default="inductor",
                    help="torch.compile backend of the compiled variants (aot_eager: a quick check of the path)")
     p.add_argument("--json", default=None, help="write the results here")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..allocator import reuse_freed_memory
 from ..config import Config, autocast_dtype, use_channels_last
 from ..data import encode_input, input_channels, input_read_mode, list_images, read_image, to_uint8, write_image
 from ..errors import DataError, ImtranslateError
@@ -75,6 +76,8 @@ class Predictor:
         self.source = source
         self.read_mode = input_read_mode(cfg.data)
         if optimize:  # same function, faster (see infer/optimize.py), NHWC where that is faster
+            if cfg.train.malloc == "reuse":
+                reuse_freed_memory()  # no page faults per call for the activations (allocator.py)
             self.channels_last = optimize_for_inference(self.G, cfg.train, self.device)
         else:  # the net as it trained
             self.channels_last = use_channels_last(cfg.train, self.device)

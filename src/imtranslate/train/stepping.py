@@ -119,8 +119,11 @@ def attach(task, world: int = 1) -> Stepper:
 
 def build_task(cfg, device="cpu", world: int = 1):
     """The task of ``cfg`` built on ``device`` with the loop's stepper attached (what ``train`` runs)."""
+    from ..allocator import reuse_freed_memory
     from ..tasks import get_task
 
+    if cfg.train.malloc == "reuse":
+        reuse_freed_memory()
     task = get_task(cfg.task)(cfg, device)
     attach(task, world)
     return task
