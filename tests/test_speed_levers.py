@@ -55,7 +55,9 @@ def test_gemm_conv_transpose_matches_conv_transpose2d(shape, bias):
 
 def test_gemm_conv_is_not_used_where_onednn_is_faster():
     w = torch.zeros(8, 512, 3, 3)
-    assert not layers._native_conv_wins(torch.zeros(1, 512, 8, 8), w)  # 512 channels
+    assert not layers._native_conv_wins(torch.zeros(1, 512, 16, 16), w)  # 512 channels on 16x16
+    assert layers._native_conv_wins(torch.zeros(1, 512, 8, 8), w)  # ... on 8x8: the GEMM path
+    assert not layers._native_conv_wins(torch.zeros(1, 256, 8, 8), torch.zeros(8, 256, 3, 3))
     w = torch.zeros(8, 1024, 3, 3)
     assert not layers._native_conv_wins(torch.zeros(1, 1024, 32, 32), w)  # a large map
     assert layers._native_conv_wins(torch.zeros(1, 1024, 16, 32), w)
@@ -63,6 +65,8 @@ def test_gemm_conv_is_not_used_where_onednn_is_faster():
     wt = torch.zeros(1024, 256, 4, 4)
     assert not layers._native_conv_transpose_wins(torch.zeros(1, 1024, 16, 16), wt)
     assert not layers._native_conv_transpose_wins(torch.zeros(1, 256, 64, 64), torch.zeros(256, 64, 4, 4))
+    assert layers._native_conv_transpose_wins(torch.zeros(1, 512, 1, 1), torch.zeros(512, 512, 4, 4))
+    assert not layers._native_conv_transpose_wins(torch.zeros(1, 512, 16, 16), torch.zeros(512, 128, 4, 4))
 
 
 def _run_steps(cfg, steps=3):

@@ -71,9 +71,15 @@ def _native_conv_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
     input channels on maps of <= 512 positions oneDNN reaches 48-138 GFLOP/s and the GEMM path
     95-159 (1024 ch at 16x16: 114 vs 152; 8x8: 48 vs 95; 16x32: 138 vs 159); from 32x32 up, or
     with 512 channels, oneDNN is as fast or faster. pix2pixHD's residual blocks (1024 channels at
-    1/16 of the image) are exactly the first case.
+    1/16 of the image) are exactly the first case. Measured again with 512 input channels (4x4,
+    stride 2, the U-Net's inner encoder, with glibc keeping freed memory: ``allocator.py``): on
+    8x8 maps and smaller the GEMM path takes 1.6-4.3 ms forward + backward against oneDNN's
+    6.4-7.4, 0.5-1.3 against 2.4-3.1 ms forward; at 16x16 they are even (10.2 vs 9.5 ms).
     """
-    return _eager_cpu_fp32(x) and weight.shape[1] >= 1024 and x.shape[-2] * x.shape[-1] <= 640
+    if not _eager_cpu_fp32(x):
+        return False
+    c_in, positions = weight.shape[1], x.shape[-2] * x.shape[-1]
+    return (c_in >= 1024 and positions <= 640) or (c_in >= 512 and positions <= 64)
 
 
 @contextlib.contextmanager
@@ -93,9 +99,10 @@ def _native_conv_transpose_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
     Measured as above (4x4, stride 2): with 1024 input channels on maps of <= 8x8 the GEMM path
     takes 1.3-9.6 ms against oneDNN's 12.6-21 ms in inference, and 23-40 against 64-80 ms for
     forward + backward (the U-Net's inner decoder blocks); with <= 4 output channels (an output
-    layer) 3.0 against 6.3 ms; at 16x16 and larger oneDNN is as fast or faster.
+    layer) 3.0 against 6.3 ms; at 16x16 and larger oneDNN is as fast or faster. With 512 input
+    channels on a 1x1 map (the U-Net's innermost up-conv) 1.7 against 5.8 ms forward + backward.
     """
-    return _eager_cpu_fp32(x) and ((weight.shape[0] >= 1024 and x.shape[-2] * x.shape[-1] <= 64) or weight.shape[1] <= 4)
+    return _eager_cpu_fp32(x) and ((weight.shape[0] >= 512 and x.shape[-2] * x.shape[-1] <= 64) or weight.shape[1] <= 4)
 
 
 class _NativeConv(torch.autograd.Function):
