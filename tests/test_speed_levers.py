@@ -57,7 +57,17 @@ def test_gemm_conv_is_not_used_where_onednn_is_faster():
     w = torch.zeros(8, 512, 3, 3)
     assert not layers._native_conv_wins(torch.zeros(1, 512, 16, 16), w)  # 512 channels on 16x16
     assert layers._native_conv_wins(torch.zeros(1, 512, 8, 8), w)  # ... on 8x8: the GEMM path
-    assert not layers._native_conv_wins(torch.zeros(1, 256, 8, 8), torch.zeros(8, 256, 3, 3))
+    assert not layers._native_conv_wins(torch.zeros(1, 256, 8, 8), torch.zeros(64, 256, 3, 3))
+    # tiny convolutions (<= 256 k multiply-adds per picture on <= 16x16 output positions, groups 1)
+    assert layers._native_conv_wins(torch.zeros(1, 8, 16, 16), torch.zeros(8, 8, 4, 4), (2, 2))
+    assert not layers._native_conv_wins(torch.zeros(1, 8, 16, 16), torch.zeros(8, 1, 4, 4), (2, 2), groups=8)
+    assert not layers._native_conv_wins(torch.zeros(1, 4, 128, 128), torch.zeros(4, 4, 4, 4), (2, 2))  # 64x64 out
+    assert not layers._native_conv_wins(torch.zeros(1, 32, 16, 16), torch.zeros(32, 32, 4, 4), (2, 2))  # 1 M
+    for batch in (1, 4):  # per picture: a batch runs the kernels its pictures run one by one
+        assert layers._native_conv_wins(torch.zeros(batch, 16, 16, 16), torch.zeros(16, 16, 4, 4), (2, 2))
+        assert layers._native_conv_transpose_wins(torch.zeros(batch, 16, 4, 4), torch.zeros(16, 8, 4, 4))
+    assert not layers._native_conv_transpose_wins(torch.zeros(1, 16, 16, 16), torch.zeros(16, 8, 4, 4))  # 524 k
+    assert not layers._native_conv_transpose_wins(torch.zeros(1, 8, 32, 32), torch.zeros(8, 8, 4, 4))
     w = torch.zeros(8, 1024, 3, 3)
     assert not layers._native_conv_wins(torch.zeros(1, 1024, 32, 32), w)  # a large map
     assert layers._native_conv_wins(torch.zeros(1, 1024, 16, 32), w)

@@ -39,8 +39,10 @@ import torch
 # name -> (task, height, width, overrides): one line per configuration, at least one per method (a
 # new method adds its line). Architectures as the reference implementations ship them.
 CONFIGS: dict[str, tuple[str, int, int, list[str]]] = {
-    # pix2pix: U-Net-256 (ngf 64, batch norm, dropout) + 70x70 PatchGAN (ndf 64, 3 layers), L1 + vanilla GAN
-    "pix2pix-256": ("pix2pix", 256, 256, ["model.generator=unet", "model.num_downs=8", "model.ngf=64",
+    # pix2pix: U-Net-256 (ngf 64, batch norm, dropout) + 70x70 PatchGAN (ndf 64, 3 layers), L1 + vanilla GAN;
+    # RGB in and out as in its facades setup (the D sees 6 channels)
+    "pix2pix-256": ("pix2pix", 256, 256, ["data.dataset=aligned", "data.root=unused", "data.input_kind=rgb",
+                                          "model.generator=unet", "model.num_downs=8", "model.ngf=64",
                                           "model.norm=batch", "model.dropout=true", "model.ndf=64",
                                           "model.n_layers_d=3", "model.norm_d=batch", "model.gan_mode=vanilla"]),
     # pix2pixHD global generator (ngf 64, 4 downsamplings, 9 residual blocks, instance norm) + 2-scale D

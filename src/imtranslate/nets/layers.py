@@ -57,14 +57,35 @@ GEMM_CONV_ON_SMALL_MAPS = True
 
 
 def _eager_cpu_fp32(x: torch.Tensor) -> bool:
-    """The kernel choice applies: lever on, an fp32 CPU image batch, not traced or compiled
-    (exporters and compilers see a plain convolution)."""
+    """The kernel choice applies: lever on, an fp32 CPU image batch outside autocast, not traced
+    or compiled (exporters and compilers see a plain convolution)."""
     if not GEMM_CONV_ON_SMALL_MAPS or x.device.type != "cpu" or x.dtype != torch.float32 or x.dim() != 4:
+        return False
+    if torch.is_autocast_enabled("cpu"):  # autocast casts conv2d, not the aten::convolution used here
         return False
     return not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())
 
 
-def _native_conv_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
+#: a convolution this small (multiply-adds per picture, on at most TINY_POSITIONS output positions
+#: per picture; groups 1) takes the GEMM path: see :func:`_tiny_conv`. Per picture, so a batch
+#: and its pictures one by one run the same kernels and give the same numbers.
+TINY_MACS = 1 << 18
+TINY_POSITIONS = 256
+
+
+def _tiny_conv(positions: int, macs: int, groups: int) -> bool:
+    """oneDNN spends 60-100 us per call whatever the size (primitive set-up), PyTorch's GEMM path
+    10-40 us on tiny ones. Measured (2 threads, fp32, 4x4 stride-2 layers of a pruned U-Net):
+    inference 8->8 channels on 16x16 / 8x8 / 2x2 maps 25 / 16 / 12 us against 74-101, 4->8 on
+    32x32 40 against 82; transposed 8->8 on 1x1 11 against 100, 16->8 on 4x4 19 against 95;
+    forward + backward 62 against 238 us (8->8, 16x16), 95 against 261 (16->16, 16x16, 262 k
+    multiply-adds), at batch 4 242 against 322. From 1 M multiply-adds per picture at batch 4
+    oneDNN wins (16->16 transposed on 16x16: 1118 against 442 us), and on larger maps (4->4 on
+    128x128: 330 against 96 us)."""
+    return groups == 1 and positions <= TINY_POSITIONS and macs <= TINY_MACS
+
+
+def _native_conv_wins(x: torch.Tensor, weight: torch.Tensor, stride=(1, 1), groups: int = 1) -> bool:
     """Whether PyTorch's own im2col + GEMM convolution beats oneDNN's for this call.
 
     Measured on a 2-core Xeon (fp32, forward + backward of a 3x3 conv, 2 threads): with >= 1024
@@ -79,7 +100,10 @@ def _native_conv_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
     if not _eager_cpu_fp32(x):
         return False
     c_in, positions = weight.shape[1], x.shape[-2] * x.shape[-1]
-    return (c_in >= 1024 and positions <= 640) or (c_in >= 512 and positions <= 64)
+    out_positions = (x.shape[-2] // stride[0]) * (x.shape[-1] // stride[1])
+    macs = out_positions * weight.numel()  # per picture
+    return ((c_in >= 1024 and positions <= 640) or (c_in >= 512 and positions <= 64)
+            or _tiny_conv(out_positions, macs, groups))
 
 
 @contextlib.contextmanager
@@ -93,7 +117,7 @@ def _onednn_off():
         torch.backends.mkldnn.enabled = was
 
 
-def _native_conv_transpose_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _native_conv_transpose_wins(x: torch.Tensor, weight: torch.Tensor, groups: int = 1) -> bool:
     """The same choice for transposed convolutions (``weight`` is (C_in, C_out / groups, k, k)).
 
     Measured as above (4x4, stride 2): with 1024 input channels on maps of <= 8x8 the GEMM path
@@ -102,7 +126,12 @@ def _native_conv_transpose_wins(x: torch.Tensor, weight: torch.Tensor) -> bool:
     layer) 3.0 against 6.3 ms; at 16x16 and larger oneDNN is as fast or faster. With 512 input
     channels on a 1x1 map (the U-Net's innermost up-conv) 1.7 against 5.8 ms forward + backward.
     """
-    return _eager_cpu_fp32(x) and ((weight.shape[0] >= 512 and x.shape[-2] * x.shape[-1] <= 64) or weight.shape[1] <= 4)
+    if not _eager_cpu_fp32(x):
+        return False
+    positions = x.shape[-2] * x.shape[-1]
+    macs = positions * weight.numel()  # per picture
+    return ((weight.shape[0] >= 512 and positions <= 64) or weight.shape[1] <= 4
+            or _tiny_conv(positions, macs, groups))
 
 
 class _NativeConv(torch.autograd.Function):
@@ -142,7 +171,7 @@ class Conv2d(nn.Conv2d):
     CPU kernel for wide convolutions on small maps (see :func:`_native_conv_wins`)."""
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if isinstance(self.padding, str) or not _native_conv_wins(x, weight):
+        if isinstance(self.padding, str) or not _native_conv_wins(x, weight, self.stride, self.groups):
             return super()._conv_forward(x, weight, bias)
         padding = self.padding
         if self.padding_mode != "zeros":
@@ -155,7 +184,7 @@ class ConvTranspose2d(nn.ConvTranspose2d):
     """``nn.ConvTranspose2d`` with the same CPU kernel choice (:func:`_native_conv_transpose_wins`)."""
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        if not _native_conv_transpose_wins(x, self.weight):
+        if not _native_conv_transpose_wins(x, self.weight, self.groups):
             return super().forward(x, output_size)
         output_padding = self._output_padding(x, output_size, self.stride, self.padding, self.kernel_size,
                                               2, self.dilation)
