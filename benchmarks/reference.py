@@ -38,6 +38,10 @@ both measured at the start of the run. The reference, then every variant of ours
 
     python benchmarks/reference.py --pix2pix-repo /tmp/p2p --quick    # checks that it runs (~5 min)
 
+``--reference-reuse`` adds a row of the reference code run with glibc keeping freed memory
+(``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, the setting ``train.malloc=reuse`` makes
+inside imtranslate): how much of a ratio is the allocator, and how much the rest.
+
 ``--quick``: 1 round, 1 warm-up, 2 timed steps, and the compiled rows with the ``aot_eager``
 backend (the compile path without inductor's minutes of C++ generation), so its figures mean
 nothing; it only shows the script works.
@@ -175,8 +179,14 @@ def child_ours(method: str, variant: str, size: int, warmup: int, repeats: int, 
 # --------------------------------------------------------------------------------------------
 # Parent: alternate the sides, print the table
 # --------------------------------------------------------------------------------------------
+#: glibc's environment form of what ``train.malloc=reuse`` sets with mallopt (imtranslate/allocator.py)
+REUSE_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+
+
 def _run_child(args: list[str], threads: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    if args[0] == "reference-reuse":
+        env.update(REUSE_ENV)
     proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, env=env)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not line:
@@ -196,6 +206,9 @@ def main() -> None:
     ap.add_argument("--variants", default="imtranslate,compiled,bf16,bf16+compiled",
                     help="imtranslate's rows (imtranslate.bench.VARIANTS), each run after the reference")
     ap.add_argument("--compile-backend", default="inductor")
+    ap.add_argument("--reference-reuse", action="store_true",
+                    help="also run the reference code with glibc keeping freed memory (the allocator setting "
+                         "imtranslate makes by default, given to glibc through its environment variables)")
     ap.add_argument("--quick", action="store_true",
                     help="check that it runs: 1 round, 1 warm-up, 2 steps, aot_eager for the compiled rows")
     ap.add_argument("--json", help="write every measurement here")
@@ -208,8 +221,9 @@ def main() -> None:
 
         torch.set_num_threads(a.threads)
         side, method = a.child[0], a.child[1]
-        if side == "reference":
+        if side.startswith("reference"):
             r = child_reference(method, a.child[2], a.size, a.warmup, a.repeats)
+            r["side"] = side
         else:
             r = child_ours(method, side, a.size, a.warmup, a.repeats, a.compile_backend)
         print("RESULT " + json.dumps(r), flush=True)
@@ -229,11 +243,11 @@ def main() -> None:
     rows = []
     common = ["--size", str(a.size), "--warmup", str(a.warmup), "--repeats", str(a.repeats), "--threads", str(a.threads),
               "--compile-backend", a.compile_backend]
-    sides = ["reference"] + variants
+    sides = ["reference"] + (["reference-reuse"] if a.reference_reuse else []) + variants
     for method, repo in methods:
         for rnd in range(a.rounds):
             for side in sides:
-                args = [side, method] + ([repo] if side == "reference" else [])
+                args = [side, method] + ([repo] if side.startswith("reference") else [])
                 r = _run_child(args + common, a.threads)
                 r["round"] = rnd
                 rows.append(r)
@@ -247,7 +261,7 @@ def main() -> None:
         for side in sides:
             mine = [r for r in rows if r["method"] == method and r["side"] == side]
             med[side] = {k: statistics.median(r[k] for r in mine) for k in ("infer_s", "train_s", "peak_rss_gb")}
-            if side != "reference":
+            if not side.startswith("reference"):
                 med[side]["extra"] = {k: statistics.median(r["extra"].get(k, 0.0) for r in mine)
                                       for k in ("train_compile_s", "infer_compile_s")}
                 med[side]["gflop"] = (mine[0]["infer_gflop"], mine[0]["train_gflop"])
@@ -256,6 +270,11 @@ def main() -> None:
             m = med[side]
             if side == "reference":
                 print(f"| {method} | reference | {m['infer_s']:.3f} | 1.00x | | {m['train_s']:.3f} | 1.00x | | "
+                      f"{m['peak_rss_gb']:.2f} | |")
+                continue
+            if side == "reference-reuse":
+                print(f"| {method} | reference, glibc keeping freed memory | {m['infer_s']:.3f} | "
+                      f"{ref['infer_s'] / m['infer_s']:.2f}x | | {m['train_s']:.3f} | {ref['train_s'] / m['train_s']:.2f}x | | "
                       f"{m['peak_rss_gb']:.2f} | |")
                 continue
             peak = peaks["bf16" if "bf16" in side else "fp32"]
