@@ -20,18 +20,20 @@ pix2pixHD       240,437 faults, 0.666 s sys 3,482 faults, 0.199 s sys
 (sys = kernel CPU time per step, both threads together). Setting only the mmap threshold left
 28,502 faults per pix2pix step (heap trimming), a 32 MiB threshold 15,021 (larger buffers still
 mapped); both at 1 GiB leave none. The cost is resident memory: what a step freed stays mapped
-until the process ends (pix2pix training peak 1.56 -> 1.61 GB). The same effect is what
+until the process ends (training peak RSS +0.03-0.09 GB: pix2pix 1.56 -> 1.59-1.65 GB). The same effect is what
 jemalloc or tcmalloc preloaded with ``LD_PRELOAD`` give; ``mallopt`` needs no extra library and
 applies from inside the running process.
 
 ``train.malloc: system`` (config) or ``IMTRANSLATE_MALLOC=system`` (environment, for every
 entry point, inference included) keeps glibc's defaults. Elsewhere than Linux with glibc this
-does nothing.
+does nothing. :func:`release_free_memory` hands what is free back to the kernel on demand (the
+tiling planner does before it reads the resident size).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -44,15 +46,19 @@ THRESHOLD_BYTES = 1 << 30
 _applied = False
 
 
-def _glibc():
-    if not sys.platform.startswith("linux"):
-        return None
+@functools.lru_cache(maxsize=1)
+def _load_glibc():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")  # find_library runs ldconfig: once
         libc.gnu_get_libc_version  # only glibc has it (musl has no mallopt semantics to rely on)
         return libc if hasattr(libc, "mallopt") else None
     except (OSError, AttributeError):
         return None
+
+
+def _glibc():
+    """The C library when it is glibc on Linux, else None."""
+    return _load_glibc() if sys.platform.startswith("linux") else None
 
 
 def reuse_freed_memory() -> bool:
@@ -70,3 +76,11 @@ def reuse_freed_memory() -> bool:
     ok = libc.mallopt(_M_TRIM_THRESHOLD, THRESHOLD_BYTES) == 1 and ok
     _applied = ok
     return ok
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the kernel now (glibc's ``malloc_trim``), so the resident
+    size is what is live; a no-op off glibc."""
+    libc = _glibc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)

@@ -49,7 +49,6 @@ a budget into "untiled" or the largest tile that fits.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import math
 import os
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..allocator import release_free_memory
 from ..errors import ImtranslateError
 from ..ops import as_ratio, crop_to, pad_to_multiple, scale_size
 
@@ -552,11 +552,8 @@ def reset_peak_rss() -> bool:
 
 
 def _trim() -> None:
-    """Give freed heap memory back to the OS (glibc), so the resident size is what is live."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
+    """Give freed heap memory back to the OS, so the resident size is what is live."""
+    release_free_memory()
 
 
 def memory_in_use(device: torch.device) -> int:
