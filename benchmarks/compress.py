@@ -231,6 +231,8 @@ def main() -> None:
     ap.add_argument("--ratio-by", default="uniform", choices=["uniform", "macs", "pixels"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--keep", default=None, help="keep the trained / compressed checkpoints and ONNX files in this "
+                                                 "folder (default: a temporary one, removed at the end)")
     args = ap.parse_args()
     if args.threads or args.quick:  # tiny nets gain nothing from threads; on a loaded machine they lose
         torch.set_num_threads(args.threads or 1)
@@ -242,6 +244,8 @@ def main() -> None:
           f"{args.rounds} rounds x {args.round_steps} steps, ratio {args.ratio}, quality {args.quality}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.keep:
+            tmp = args.keep
         for n in names:
             res = run_model(n, Path(tmp) / n, args.quick, args)
             print_result(res)

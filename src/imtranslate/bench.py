@@ -21,7 +21,8 @@ Variants (:data:`VARIANTS`): ``imtranslate`` (the defaults: fp32, eager), ``plai
 lever off), ``compiled`` (``train.compile=inductor`` and a compiled inference generator),
 ``bf16`` (``train.amp=bf16``, inference under bf16 autocast; CPUs with native bf16 or CUDA),
 ``bf16+compiled``, ``system-malloc`` (the defaults but ``train.malloc=system``: glibc unmaps
-freed memory, see ``imtranslate/allocator.py``). A compiled row also reports its compile time (first call minus the median)
+freed memory, see ``imtranslate/allocator.py``), ``no-winograd`` (the defaults but the predictor
+keeps PyTorch's kernels for wide 3x3 convs, see ``imtranslate/nets/winograd.py``). A compiled row also reports its compile time (first call minus the median)
 and after how many steps / images it pays back against the eager row of the same run.
 """
 from __future__ import annotations
@@ -71,6 +72,7 @@ VARIANTS: dict[str, dict] = {
     "bf16": {"amp": "bf16"},
     "bf16+compiled": {"amp": "bf16", "compile": "inductor"},
     "system-malloc": {"malloc": "system"},  # the defaults with glibc's own allocator settings
+    "no-winograd": {"winograd": False},  # the defaults but PyTorch's kernels for wide 3x3 inference convs
 }
 PIX2PIXHD = ["model.ngf=64", "model.n_local_enhancers=0", "model.n_downsampling=4", "model.n_blocks=9",
              "model.norm=instance", "model.ndf=64", "model.n_layers_d=3", "model.num_d=2",
@@ -183,11 +185,12 @@ def _flops(fn) -> float:
 
 def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, repeats: int = 5,
             plain: bool = False, vgg_weights: str = "random", scale: float = 1.0, compile: str = "none",
-            amp: str = "none", variant: str = "", malloc: str = "reuse") -> Result:
+            amp: str = "none", variant: str = "", malloc: str = "reuse", winograd: bool = True) -> Result:
     """Measure one configuration in this process. ``plain`` turns every speed lever off;
     ``compile`` (a torch.compile backend or "none") compiles the nets for training and the inference
     generator; ``amp="bf16"`` trains under bf16 autocast and infers under it; ``scale`` shrinks
-    the image size (smoke tests)."""
+    the image size (smoke tests); ``winograd=False`` keeps PyTorch's kernels for the predictor's
+    wide 3x3 convs (``nets/winograd.py``)."""
     if compile != "none":
         warmup = max(warmup, 1)  # the first call compiles: never a timed one
     from .tasks import load_config
@@ -238,9 +241,10 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     G_eval = copy.deepcopy(G).eval()  # what a predictor runs: eval mode, inference rewrites
     A_eval = batch_d["A"]
     if not plain:  # what a predictor does
-        from .infer.optimize import optimize_for_inference
+        from .infer import optimize
 
-        if optimize_for_inference(G_eval, cfg.train, device):
+        optimize.WINOGRAD = winograd
+        if optimize.optimize_for_inference(G_eval, cfg.train, device):
             A_eval = A_eval.contiguous(memory_format=torch.channels_last)
     if compile != "none":  # what Predictor(compile=...) does (the deep copy above is eager)
         G_eval.compile(backend=compile)

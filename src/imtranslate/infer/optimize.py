@@ -22,6 +22,11 @@ but at these widths the int8 file was not faster than the fp32 one with transpos
 (docs/COMPRESS.md), and onnxruntime ran the rewritten heads slower (U-Net ngf 8: 3.2 -> 4.5 ms),
 so export writes the transposed form (:func:`transposed_form`).
 
+``winograd_convs``: wide 3x3 convolutions (>= 256 channels in and out) run Winograd F(2x2, 3x3)
+with cached transformed filters where the map size wins (``nets/winograd.py``: pix2pixHD's
+residual blocks at 256^2, 1024 channels on 16x16, 1.7-1.9x per layer); the cache costs 16/9 of
+those layers' weights in memory.
+
 ``inference_channels_last``: the memory format a predictor runs a generator in.
 """
 from __future__ import annotations
@@ -153,12 +158,36 @@ def subpixel_transposed_convs(net: nn.Module, max_out_channels: int | None = Non
     return _replace_children(net, match, SubpixelUpConv)
 
 
+def winograd_convs(net: nn.Module) -> int:
+    """Let every eligible 3x3 conv of an eval-mode net run Winograd where it wins (in place:
+    ``Conv2d.winograd``, decided per call by channels and map size); returns how many may."""
+    from ..nets.layers import Conv2d
+    from ..nets.winograd import MIN_CHANNELS
+
+    if net.training:
+        raise ValueError("winograd_convs is for eval-mode nets (it caches transformed filters)")
+    n = 0
+    for m in net.modules():
+        if isinstance(m, Conv2d) and m.winograd_eligible() and min(m.in_channels, m.out_channels) >= MIN_CHANNELS:
+            m.winograd = True
+            n += 1
+    return n
+
+
+#: whether a predictor lets wide 3x3 convs run Winograd (``winograd_convs``); False keeps
+#: PyTorch's kernels (and no cache of transformed filters)
+WINOGRAD = True
+
+
 def optimize_for_inference(G: nn.Module, train_cfg, device) -> bool:
     """What a predictor does to an eval-mode generator before it runs (in place): batch norm
-    folded into its convs, narrow transposed-conv heads rewritten as conv + pixel shuffle, and
-    NHWC where that is the faster format. Returns whether the inputs should be NHWC too."""
+    folded into its convs, narrow transposed-conv heads rewritten as conv + pixel shuffle, wide
+    3x3 convs on Winograd where that wins (CPU), and NHWC where that is the faster format.
+    Returns whether the inputs should be NHWC too."""
     fold_batchnorm(G)
     subpixel_transposed_convs(G, SUBPIXEL_MAX_OUT, SUBPIXEL_MAX_IN)
+    if WINOGRAD and torch.device(device).type == "cpu":
+        winograd_convs(G)
     channels_last = inference_channels_last(G, train_cfg, device)
     if channels_last:
         G.to(memory_format=torch.channels_last)

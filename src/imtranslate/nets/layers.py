@@ -168,9 +168,63 @@ def _native_conv(x, weight, bias, stride, padding, dilation, transposed=False, o
 
 class Conv2d(nn.Conv2d):
     """``nn.Conv2d`` (same parameters, same state-dict keys, same maths) that picks the faster
-    CPU kernel for wide convolutions on small maps (see :func:`_native_conv_wins`)."""
+    CPU kernel for wide convolutions on small maps (see :func:`_native_conv_wins`).
+
+    ``winograd = True`` (set by the predictor's rewrites, ``infer/optimize.py``) lets an eligible
+    3x3 conv run Winograd F(2x2, 3x3) when nothing needs its gradient and the map size wins
+    (``nets/winograd.py``); its transformed filters are cached and rebuilt when the weights change.
+    """
+
+    winograd = False
+
+    def winograd_eligible(self) -> bool:
+        """3x3, stride 1, no dilation, one group, numeric padding: what F(2x2, 3x3) computes."""
+        return (self.kernel_size == (3, 3) and self.stride == (1, 1) and self.dilation == (1, 1)
+                and self.groups == 1 and not isinstance(self.padding, str))
+
+    def _winograd_filters(self, weight: torch.Tensor) -> torch.Tensor:
+        try:
+            version = weight._version
+        except RuntimeError:  # an inference tensor keeps no version counter: it cannot change in place
+            version = None
+        key = (weight.data_ptr(), version, weight.dtype, tuple(weight.shape))
+        cached = self.__dict__.get("_winograd_cache")
+        if cached is None or cached[0] != key:
+            from .winograd import winograd_filters
+
+            with torch.no_grad():
+                cached = (key, winograd_filters(weight.detach()))
+            self.__dict__["_winograd_cache"] = cached  # not a buffer: not saved, not moved
+        return cached[1]
+
+    def _winograd_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+        """The Winograd result, or None where PyTorch's kernels are the ones to run."""
+        if not (self.winograd and _eager_cpu_fp32(x)) or weight.dtype != torch.float32:
+            return None
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad)):
+            return None  # training: transforming the filters every step costs what it saves
+        from .winograd import winograd_wins
+
+        h = x.shape[-2] + 2 * self.padding[0] - 2
+        w = x.shape[-1] + 2 * self.padding[1] - 2
+        if h < 1 or w < 1 or not winograd_wins(self.in_channels, self.out_channels, h * w):
+            return None
+        from .winograd import winograd_conv3x3
+
+        if any(self.padding):
+            mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
+            x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
+        y = winograd_conv3x3(x, self._winograd_filters(weight), bias)
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            y = y.contiguous(memory_format=torch.channels_last)  # keep the net's memory format
+        return y
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.winograd:
+            y = self._winograd_forward(x, weight, bias)
+            if y is not None:
+                return y
         if isinstance(self.padding, str) or not _native_conv_wins(x, weight, self.stride, self.groups):
             return super()._conv_forward(x, weight, bias)
         padding = self.padding
