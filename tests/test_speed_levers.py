@@ -79,6 +79,34 @@ def test_gemm_conv_is_not_used_where_onednn_is_faster():
     assert not layers._native_conv_transpose_wins(torch.zeros(1, 512, 16, 16), torch.zeros(512, 128, 4, 4))
 
 
+@pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
+def test_nhwc_inference_conv_for_odd_input_widths(pad_mode):
+    """pix2pixHD's first layer (36 channels in, 7x7) runs via NHWC in inference, same numbers."""
+    torch.manual_seed(0)
+    fast = layers.Conv2d(36, 8, 7, padding=3, padding_mode=pad_mode)
+    ref = nn.Conv2d(36, 8, 7, padding=3, padding_mode=pad_mode)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 36, 128, 130)
+    calls = []
+    orig = torch.Tensor.contiguous
+    with torch.no_grad():
+        assert layers._nhwc_conv_wins(x, fast.weight, fast.bias, 1)
+        torch.Tensor.contiguous = lambda t, *a, **k: calls.append(k.get("memory_format")) or orig(t, *a, **k)
+        try:
+            y = fast(x)
+        finally:
+            torch.Tensor.contiguous = orig
+        assert torch.channels_last in calls  # it did run in NHWC
+        assert y.is_contiguous() and torch.allclose(y, ref(x), atol=1e-5)
+    # training, 3x3 kernels, widths that are a multiple of 16, few channels, small maps: NCHW as before
+    assert not layers._nhwc_conv_wins(x, fast.weight, fast.bias, 1)  # grad enabled, weight needs it
+    with torch.no_grad():
+        assert not layers._nhwc_conv_wins(x, torch.zeros(8, 36, 3, 3), None, 1)
+        assert not layers._nhwc_conv_wins(torch.zeros(1, 32, 128, 128), torch.zeros(8, 32, 7, 7), None, 1)
+        assert not layers._nhwc_conv_wins(torch.zeros(1, 3, 256, 256), torch.zeros(8, 3, 7, 7), None, 1)
+        assert not layers._nhwc_conv_wins(torch.zeros(1, 36, 64, 64), torch.zeros(8, 36, 7, 7), None, 1)
+
+
 def _run_steps(cfg, steps=3):
     check_dataset(cfg.data)
     ds = build_dataset(cfg.data, "train", seed=0)
