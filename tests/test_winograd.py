@@ -108,3 +108,21 @@ def test_predictor_rewrite_keeps_the_function():
     assert torch.allclose(got, ref, atol=1e-4)
     with pytest.raises(ValueError, match="eval-mode"):
         winograd_convs(ref_net.train())
+
+
+def test_environment_turns_it_off(monkeypatch):
+    from imtranslate.infer.optimize import optimize_for_inference
+    from imtranslate.nets import Pix2PixHDGenerator
+    from imtranslate.tasks import load_config
+
+    cfg = load_config(None, ["task=pix2pixhd"])
+    make = lambda: Pix2PixHDGenerator(in_channels=3, out_channels=3, ngf=16, n_downsampling=4, n_blocks=1,
+                                      n_local_enhancers=0).eval()
+    monkeypatch.setenv("IMTRANSLATE_WINOGRAD", "0")
+    G = make()
+    optimize_for_inference(G, cfg.train, "cpu")
+    assert not any(getattr(m, "winograd", False) for m in G.modules())
+    monkeypatch.setenv("IMTRANSLATE_WINOGRAD", "1")
+    G = make()
+    optimize_for_inference(G, cfg.train, "cpu")
+    assert any(getattr(m, "winograd", False) for m in G.modules())

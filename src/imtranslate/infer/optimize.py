@@ -174,9 +174,16 @@ def winograd_convs(net: nn.Module) -> int:
     return n
 
 
-#: whether a predictor lets wide 3x3 convs run Winograd (``winograd_convs``); False keeps
-#: PyTorch's kernels (and no cache of transformed filters)
+#: whether a predictor lets wide 3x3 convs run Winograd (``winograd_convs``); False (or
+#: ``IMTRANSLATE_WINOGRAD=0`` in the environment) keeps PyTorch's kernels and no cache of
+#: transformed filters (16/9 of those layers' weights: pix2pixHD at ngf 64 +1.1 GB)
 WINOGRAD = True
+
+
+def winograd_enabled() -> bool:
+    import os
+
+    return WINOGRAD and os.environ.get("IMTRANSLATE_WINOGRAD", "1").strip().lower() not in ("0", "false", "off", "no")
 
 
 def optimize_for_inference(G: nn.Module, train_cfg, device) -> bool:
@@ -186,7 +193,7 @@ def optimize_for_inference(G: nn.Module, train_cfg, device) -> bool:
     Returns whether the inputs should be NHWC too."""
     fold_batchnorm(G)
     subpixel_transposed_convs(G, SUBPIXEL_MAX_OUT, SUBPIXEL_MAX_IN)
-    if WINOGRAD and torch.device(device).type == "cpu":
+    if winograd_enabled() and torch.device(device).type == "cpu":
         winograd_convs(G)
     channels_last = inference_channels_last(G, train_cfg, device)
     if channels_last:
