@@ -79,6 +79,38 @@ def test_gemm_conv_is_not_used_where_onednn_is_faster():
     assert not layers._native_conv_transpose_wins(torch.zeros(1, 512, 16, 16), torch.zeros(512, 128, 4, 4))
 
 
+def test_weight_bound_layers_of_a_bf16_run_take_the_fp32_gemm_path():
+    """Under CPU bf16 autocast a weight-bound layer (512 channels on an 8x8 map) runs in fp32 on
+    the GEMM path and hands on bf16 as autocast's conv would; compute-bound ones stay bf16."""
+    torch.manual_seed(0)
+    fast = layers.Conv2d(512, 16, 4, stride=2, padding=1)
+    ref = nn.Conv2d(512, 16, 4, stride=2, padding=1)
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 512, 8, 8, requires_grad=True)
+    calls = []
+    orig = layers._NativeConv.apply
+    layers._NativeConv.apply = lambda *a: calls.append(a[0].dtype) or orig(*a)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert layers._native_conv_wins(x, fast.weight, (2, 2))
+            y = fast(x)
+    finally:
+        layers._NativeConv.apply = orig
+    assert calls == [torch.float32]  # the GEMM path, in fp32
+    assert y.dtype is torch.bfloat16
+    y_ref = ref(x)  # fp32
+    assert torch.allclose(y.float(), y_ref, rtol=1e-2, atol=1e-2 * y_ref.abs().max().item())
+    (gx,) = torch.autograd.grad(y.float().square().sum(), [x])
+    (gx_ref,) = torch.autograd.grad(y_ref.square().sum(), [x])
+    assert gx.dtype is torch.float32 and torch.allclose(gx, gx_ref, rtol=0.05, atol=0.05 * gx_ref.abs().max().item())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # pix2pixHD's residual blocks: compute-bound, bf16
+        assert not layers._native_conv_wins(torch.zeros(1, 1024, 16, 16), torch.zeros(8, 1024, 3, 3))
+        assert not layers._native_conv_transpose_wins(torch.zeros(1, 64, 64, 64), torch.zeros(64, 3, 4, 4))
+        assert layers._native_conv_transpose_wins(torch.zeros(1, 1024, 4, 4), torch.zeros(1024, 512, 4, 4))
+    assert layers._native_conv_wins(torch.zeros(1, 1024, 16, 16), torch.zeros(8, 1024, 3, 3))  # fp32: GEMM
+    assert layers._native_conv_transpose_wins(torch.zeros(1, 64, 64, 64), torch.zeros(64, 3, 4, 4))  # fp32 head
+
+
 @pytest.mark.parametrize("pad_mode", ["reflect", "zeros"])
 def test_nhwc_inference_conv_for_odd_input_widths(pad_mode):
     """pix2pixHD's first layer (36 channels in, 7x7) runs via NHWC in inference, same numbers."""
