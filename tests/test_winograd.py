@@ -82,7 +82,12 @@ def test_cache_follows_the_weights():
         got = m(x)
         m.winograd = False
         ref = m(x)
-    assert _rel(got, ref) < 1e-5
+        m.winograd = True
+        m.weight = torch.nn.Parameter(torch.randn_like(m.weight))  # a new tensor
+        got_new = m(x)
+        m.winograd = False
+        ref_new = m(x)
+    assert _rel(got, ref) < 1e-5 and _rel(got_new, ref_new) < 1e-5
 
 
 def test_predictor_rewrite_keeps_the_function():

@@ -229,11 +229,14 @@ class Conv2d(nn.Conv2d):
             version = None
         key = (weight.data_ptr(), version, weight.dtype, tuple(weight.shape))
         cached = self.__dict__.get("_winograd_cache")
-        if cached is None or cached[0] != key:
+        # the same tensor (not only the same address: a new one may reuse a freed one's), unchanged
+        if cached is None or cached[0] != key or cached[2]() is not weight:
+            import weakref
+
             from .winograd import winograd_filters
 
             with torch.no_grad():
-                cached = (key, winograd_filters(weight.detach()))
+                cached = (key, winograd_filters(weight.detach()), weakref.ref(weight))
             self.__dict__["_winograd_cache"] = cached  # not a buffer: not saved, not moved
         return cached[1]
 
