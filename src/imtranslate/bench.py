@@ -243,9 +243,12 @@ def run_one(name: str, device: str = "cpu", batch: int = 1, warmup: int = 2, rep
     if not plain:  # what a predictor does
         from .infer import optimize
 
-        optimize.WINOGRAD = winograd
-        if optimize.optimize_for_inference(G_eval, cfg.train, device):
-            A_eval = A_eval.contiguous(memory_format=torch.channels_last)
+        was, optimize.WINOGRAD = optimize.WINOGRAD, winograd
+        try:
+            if optimize.optimize_for_inference(G_eval, cfg.train, device):
+                A_eval = A_eval.contiguous(memory_format=torch.channels_last)
+        finally:
+            optimize.WINOGRAD = was  # the flags are read when the rewrite runs; later predictors as before
     if compile != "none":  # what Predictor(compile=...) does (the deep copy above is eager)
         G_eval.compile(backend=compile)
     res.infer_s = _median_time(infer, warmup, repeats, device, first)

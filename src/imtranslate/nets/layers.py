@@ -17,10 +17,13 @@ import typing
 from typing import Literal
 
 import contextlib
+import weakref
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .winograd import winograd_conv3x3, winograd_filters, winograd_wins
 
 Norm = Literal["batch", "instance", "none"]  # the normalisation of a conv block
 NORMS: tuple[str, ...] = typing.get_args(Norm)
@@ -231,10 +234,6 @@ class Conv2d(nn.Conv2d):
         cached = self.__dict__.get("_winograd_cache")
         # the same tensor (not only the same address: a new one may reuse a freed one's), unchanged
         if cached is None or cached[0] != key or cached[2]() is not weight:
-            import weakref
-
-            from .winograd import winograd_filters
-
             with torch.no_grad():
                 cached = (key, winograd_filters(weight.detach()), weakref.ref(weight))
             self.__dict__["_winograd_cache"] = cached  # not a buffer: not saved, not moved
@@ -247,14 +246,10 @@ class Conv2d(nn.Conv2d):
         if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                         or (bias is not None and bias.requires_grad)):
             return None  # training: transforming the filters every step costs what it saves
-        from .winograd import winograd_wins
-
         h = x.shape[-2] + 2 * self.padding[0] - 2
         w = x.shape[-1] + 2 * self.padding[1] - 2
         if h < 1 or w < 1 or not winograd_wins(self.in_channels, self.out_channels, h * w):
             return None
-        from .winograd import winograd_conv3x3
-
         if any(self.padding):
             mode = "constant" if self.padding_mode == "zeros" else self.padding_mode
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=mode)
